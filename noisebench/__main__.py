@@ -1,0 +1,3 @@
+from noisebench.cli import app
+
+app(prog_name="noisebench")

@@ -1,0 +1,224 @@
+"""The command line: a thin typer layer over the study runner, the store and the report."""
+
+import functools
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .errors import NoisebenchError, StudyError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Measure how label and pixel noise change what a neural network learns.",
+)
+console = Console(stderr=True)
+out_console = Console()
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly(fn: F) -> F:
+    """Turn our errors into one line on stderr and exit code 2; Ctrl-C into a resume hint."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except NoisebenchError as exc:
+            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            console.print("interrupted: finished runs are stored; rerun with --resume")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise StudyError(f"--seeds must be comma-separated integers, got '{text}'") from None
+
+
+def _load(study_file: Path | None, preset: str | None, epochs: int | None, seeds: str | None):
+    from .study import load_preset, load_study, parse_study
+
+    if study_file is not None and preset is not None:
+        raise StudyError("give a study file or --preset, not both")
+    study = load_study(study_file) if study_file else load_preset(preset or "seed000")
+    data = study.model_dump()
+    if epochs is not None:
+        data["train"]["epochs"] = epochs
+    if seeds is not None:
+        data["seeds"] = _parse_seeds(seeds)
+    return parse_study(data, "options")
+
+
+def _default_out(name: str) -> Path:
+    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _link_latest(out: Path) -> None:
+    latest = out.parent / "latest"
+    if latest.is_symlink() or not latest.exists():
+        tmp = out.parent / ".latest.tmp"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(out.name)
+        os.replace(tmp, latest)
+
+
+@app.command()
+@friendly
+def run(
+    study_file: Annotated[Path | None, typer.Argument(help="Study TOML file.")] = None,
+    preset: Annotated[str | None, typer.Option(help="A shipped study (see `presets`).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Results directory.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset name; never falls back.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Directory with the IDX files.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Override the study's epochs.")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Override seeds, e.g. 0,1,2.")] = None,
+    device: Annotated[
+        str | None, typer.Option(help="cpu or cuda (default: cuda if present).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the study in --out (or runs/latest).")
+    ] = False,
+    report: Annotated[bool, typer.Option(help="Write the report when training ends.")] = True,
+) -> None:
+    """Train every run of a study, store the metrics, and print the summary table."""
+    from .runner import run_study
+
+    study = _load(study_file, preset, epochs, seeds)
+    if out is None and resume:
+        latest = Path("runs") / "latest"
+        if not latest.exists():
+            raise NoisebenchError("--resume needs --out DIR (there is no runs/latest)")
+        out = latest.resolve()
+    target = out if out is not None else _default_out(study.name)
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("starting", total=None)
+
+        def progress(done: int, total: int, text: str) -> None:
+            bar.update(task, completed=done, total=total, description=text)
+
+        def warn(msg: str) -> None:
+            console.print(f"[bold yellow]WARNING:[/] {msg}", highlight=False)
+
+        began = time.perf_counter()
+        run_study(
+            study,
+            target,
+            dataset=dataset,
+            data_dir=data_dir,
+            device=device,
+            warn=warn,
+            progress=progress,
+        )
+        bar.update(task, description="all runs finished")
+    if out is None:
+        _link_latest(target)
+    console.print(f"trained in {time.perf_counter() - began:.1f} s; results in {target}")
+    _show(target)
+    if report:
+        _report(target)
+
+
+def _report(directory: Path) -> None:
+    try:
+        from .report import write_report
+    except ImportError:  # the report package is optional until it lands
+        return
+    paths = write_report(directory)
+    console.print(f"report: {paths['html']}  (also {paths['pdf'].name}, {paths['md'].name})")
+
+
+def _show(directory: Path) -> None:
+    from .store import Store
+    from .summary import final_table
+
+    with Store.open_existing(directory) as store:
+        meta = store.meta()
+        rows = final_table(store)
+    title = f"{meta['study_name']} on {meta['dataset']}" + (
+        " (FALLBACK SAMPLE)" if meta.get("dataset_fallback") else ""
+    )
+    table = Table(title=f"{title}: final test metrics, mean ± 95 % CI over seeds")
+    for col in ("setup", "X %", "test accuracy %", "test cross-entropy", "seeds"):
+        table.add_column(col, justify="left" if col == "setup" else "right")
+    for row in rows:
+        table.add_row(
+            row["setup"],
+            f"{row['level'] * 100:.0f}",
+            row["test_acc"].fmt(100, 2),
+            row["test_loss"].fmt(1, 3),
+            str(row["seeds"]),
+        )
+    out_console.print(table)
+
+
+@app.command()
+@friendly
+def show(directory: Annotated[Path, typer.Argument(help="A study's results directory.")]) -> None:
+    """Print final test accuracy and cross-entropy per setup and level."""
+    _show(directory)
+
+
+@app.command()
+@friendly
+def presets() -> None:
+    """List the studies shipped with noisebench."""
+    from .study import load_preset, preset_names, plan
+
+    table = Table(title="presets (noisebench run --preset NAME)")
+    for col in ("name", "runs", "epochs", "description"):
+        table.add_column(col)
+    for name in preset_names():
+        study = load_preset(name)
+        table.add_row(name, str(len(plan(study))), str(study.train.epochs), study.description)
+    out_console.print(table)
+
+
+@app.command()
+@friendly
+def datasets(
+    download: Annotated[str | None, typer.Option(help="Fetch this dataset into the cache.")] = None,
+) -> None:
+    """Where each dataset is found (and optionally download one)."""
+    from .data import describe_locations
+    from .data import download as fetch
+
+    if download is not None:
+        path = fetch(download)
+        console.print(f"downloaded {download} to {path}")
+    table = Table(title="datasets (--dataset NAME)")
+    table.add_column("name")
+    table.add_column("where")
+    for name, where in describe_locations():
+        table.add_row(name, where)
+    out_console.print(table)
+
+
+def main() -> None:  # pragma: no cover - console-script shim
+    app(prog_name="noisebench")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""Noise models: a registry of small classes with validated parameters.
+
+Label noises corrupt the training labels once, before training. Pixel noises corrupt each
+training batch at every step. Neither ever touches the test set.
+"""
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..errors import StudyError
+from .base import LabelNoise, LabelNoiseResult, Noise, PixelNoise
+from .labels import LabelUniform
+from .pixels import PixelReplace
+
+NOISES: dict[str, type[Noise]] = {
+    "labels.uniform": LabelUniform,
+    "pixels.replace": PixelReplace,
+}
+
+
+def make_noise(name: str, params: dict[str, Any] | None = None) -> Noise:
+    """Build the noise `name` from its parameters; a bad name or parameter is a StudyError."""
+    if name not in NOISES:
+        raise StudyError(f"unknown noise '{name}' (known: {', '.join(sorted(NOISES))})")
+    try:
+        return NOISES[name](**(params or {}))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "params"
+        raise StudyError(f"noise '{name}' parameter '{field}': {err['msg']}") from None
+
+
+__all__ = [
+    "NOISES",
+    "LabelNoise",
+    "LabelNoiseResult",
+    "Noise",
+    "PixelNoise",
+    "make_noise",
+]

@@ -1,0 +1,234 @@
+"""Run a study: resolve data, plan runs, train packs, store every finished run."""
+
+import hashlib
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__, seeding
+from .data import Dataset, load_dataset
+from .engine import train_pack
+from .errors import DataUnavailable, NoisebenchError
+from .noise import PixelNoise, make_noise
+from .store import DB_NAME, Store
+from .study import RunSpec, Study, packs, plan
+
+FALLBACK = "mnist-sample"
+DEFAULT_DATASET = "mnist"
+Warn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class DataChoice:
+    dataset: Dataset
+    requested: str
+    fallback: bool
+
+
+def pick_device(name: str | None) -> torch.device:
+    """cuda when present, else cpu; an explicit name must be usable here."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise NoisebenchError(f"unknown device '{name}' (try cpu or cuda)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise NoisebenchError(f"device '{name}' requested but CUDA is not available here")
+    if device.type not in ("cpu", "cuda"):
+        raise NoisebenchError(f"device '{name}' is not supported (use cpu or cuda)")
+    return device
+
+
+def resolve_data(
+    study: Study, dataset: str | None, data_dir: Path | None, warn: Warn
+) -> DataChoice:
+    """The dataset to train on; only the default (nothing named) may fall back to the sample."""
+    explicit = dataset or study.dataset
+    if explicit:
+        return DataChoice(load_dataset(explicit, data_dir), explicit, False)
+    try:
+        return DataChoice(load_dataset(DEFAULT_DATASET, data_dir), DEFAULT_DATASET, False)
+    except DataUnavailable as exc:
+        warn(
+            f"{exc}. FALLING BACK to '{FALLBACK}' (5,000 real MNIST digits: 4,000 train / "
+            "1,000 test). Results are NOT full-MNIST results; name a dataset with --dataset "
+            "to forbid this."
+        )
+        return DataChoice(load_dataset(FALLBACK), DEFAULT_DATASET, True)
+
+
+def check_writable(out: Path) -> None:
+    """Fail before any work when `out` cannot become a results directory."""
+    if out.exists() and not out.is_dir():
+        raise NoisebenchError(f"output path {out} exists and is not a directory")
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise NoisebenchError(f"output directory {out} is not writable")
+
+
+def study_identity(study: Study, data: DataChoice) -> str:
+    blob = f"{study.digest()}/{data.dataset.name}/{data.dataset.fingerprint()}"
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def noise_examples(study: Study, data: Dataset, count: int = 8) -> dict[str, np.ndarray]:
+    """For each pixel-noise setup: the same `count` training images at every level (uint8)."""
+    first_of_class = [int((data.train_y == c).nonzero()[0]) for c in range(data.num_classes)]
+    picks = torch.tensor(first_of_class[:count])
+    clean = data.train_x[picks].float() / 255
+    out = {}
+    for setup in study.setups:
+        noise = make_noise(setup.noise, setup.params)
+        if not isinstance(noise, PixelNoise):
+            continue
+        noise.fit(data.train_x)
+        levels = study.levels_of(setup)
+        gens = [seeding.generator(0, f"examples/{setup.name}") for _ in levels]
+        x = noise.apply(clean.expand(len(levels), -1, -1).clone(), torch.tensor(levels), gens)
+        out[setup.name] = (x * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+    return out
+
+
+def changed_share(noise: PixelNoise, data: Dataset, samples: int = 2000) -> float:
+    """Of the pixels the noise replaces (at level 1), the share whose value really changes."""
+    x = data.train_x[:samples].float().unsqueeze(0) / 255
+    noisy = noise.apply(x.clone(), torch.ones(1), [seeding.generator(0, "changed-share")])
+    before, after = (x * 255).round(), (noisy * 255).round()
+    return float((before != after).float().mean())
+
+
+def _arrays(result) -> dict[str, np.ndarray]:
+    ln = result.label_noise
+    if ln is None:
+        return {}
+    return {
+        "label_picked": ln.picked.numpy().astype(np.int32),
+        "label_original": ln.original.numpy().astype(np.uint8),
+        "label_assigned": ln.labels[ln.picked].numpy().astype(np.uint8),
+    }
+
+
+def run_study(
+    study: Study,
+    out: Path,
+    *,
+    dataset: str | None = None,
+    data_dir: Path | None = None,
+    device: str | None = None,
+    warn: Warn = lambda msg: print(f"warning: {msg}", file=sys.stderr),
+    progress: Callable[[int, int, str], None] | None = None,
+) -> Path:
+    """Train every unfinished run of `study` into `out`/results.sqlite; return that directory.
+
+    Runs already finished in `out` are skipped, so an interrupted study resumes where it
+    stopped. `progress(done, total, text)` reports run-steps done across the whole study.
+    """
+    out = Path(out)
+    check_writable(out)
+    dev = pick_device(device)
+    choice = resolve_data(study, dataset, data_dir, warn)
+    data = choice.dataset
+    identity = study_identity(study, choice)
+    if (out / DB_NAME).exists():
+        with Store(out) as existing:
+            previous = existing.meta().get("identity")
+        if previous is not None and previous != identity:
+            raise NoisebenchError(
+                f"{out} holds results of a different study or dataset; choose another --out"
+            )
+
+    out.mkdir(parents=True, exist_ok=True)
+    runs = plan(study)
+    with Store(out) as store:
+        if "identity" not in store.meta():
+            store.set_meta(
+                identity=identity,
+                study=study.model_dump(mode="json"),
+                study_name=study.name,
+                dataset=data.name,
+                dataset_requested=choice.requested,
+                dataset_source=data.source,
+                dataset_fallback=choice.fallback,
+                train_size=len(data.train_y),
+                test_size=len(data.test_y),
+                test_fingerprint=data.fingerprint(),
+                class_names=list(data.class_names),
+                image_shape=list(data.image_shape),
+                created_at=time.time(),
+            )
+            for name, images in noise_examples(study, data).items():
+                store.put_array("study", f"examples/{name}", images)
+            shares = {}
+            for setup in study.setups:
+                noise = make_noise(setup.noise, setup.params)
+                if isinstance(noise, PixelNoise):
+                    noise.fit(data.train_x)
+                    shares[setup.name] = changed_share(noise, data)
+            store.set_meta(changed_share=shares)
+        store.add_pending((r.run_id, r.setup, r.noise, r.level, r.seed, r.config) for r in runs)
+        store.set_meta(
+            device=str(dev),
+            versions={
+                "noisebench": __version__,
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+            },
+        )
+        finished = store.finished_ids()
+        todo = [r for r in runs if r.run_id not in finished]
+        _train_all(todo, len(runs) - len(todo), len(runs), study, data, dev, out, store, progress)
+        store.export_csv(out / "results.csv")
+    return out
+
+
+def _train_all(
+    todo: list[RunSpec],
+    already: int,
+    total: int,
+    study: Study,
+    data: Dataset,
+    dev: torch.device,
+    out: Path,
+    store: Store,
+    progress: Callable[[int, int, str], None] | None,
+) -> None:
+    groups = packs(todo, study.max_pack)
+    steps = [
+        len(g) * -(-len(data.train_y) // g[0].train.batch_size) * g[0].train.epochs for g in groups
+    ]
+    total_steps, done_steps, done_runs = sum(steps), 0, already
+    ckpt_dir = out / "checkpoints"
+    for group, group_steps in zip(groups, steps, strict=True):
+        ckpt_dir.mkdir(exist_ok=True)
+        key = hashlib.sha256("".join(r.run_id for r in group).encode()).hexdigest()[:12]
+        checkpoint = ckpt_dir / f"pack-{key}.pt"
+        started = time.time()
+
+        def report(step: int, of: int, base: int = done_steps, size: int = len(group)) -> None:
+            if progress is not None:
+                epochs = group[0].train.epochs
+                epoch = min(epochs, step * epochs // of + 1)
+                text = f"runs {done_runs}/{total} · pack of {size} · epoch {epoch}/{epochs}"
+                progress(base + step * size, total_steps, text)
+
+        results = train_pack(group, data, dev, checkpoint=checkpoint, progress=report)
+        for result in results:
+            store.finish_run(
+                result.run_id, result.status, result.epochs, _arrays(result), started, len(group)
+            )
+        checkpoint.unlink(missing_ok=True)
+        done_steps += group_steps
+        done_runs += len(group)
+    if ckpt_dir.exists() and not any(ckpt_dir.iterdir()):
+        ckpt_dir.rmdir()
