@@ -185,7 +185,7 @@ def show(directory: Annotated[Path, typer.Argument(help="A study's results direc
 @friendly
 def presets() -> None:
     """List the studies shipped with noisebench."""
-    from .study import load_preset, preset_names, plan
+    from .study import load_preset, plan, preset_names
 
     table = Table(title="presets (noisebench run --preset NAME)")
     for col in ("name", "runs", "epochs", "description"):

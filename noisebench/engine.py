@@ -28,6 +28,10 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
+def _uniform(shape: tuple[int, ...], bound: float, gen: torch.Generator) -> torch.Tensor:
+    return (torch.rand(*shape, generator=gen) * 2 - 1) * bound
+
+
 class StackedMLP:
     """R independent MLPs whose layers are stacked: weights [R, in, out], biases [R, 1, out]."""
 
@@ -39,12 +43,8 @@ class StackedMLP:
         self.biases: list[torch.Tensor] = []
         for fan_in, fan_out in zip(sizes_all[:-1], sizes_all[1:], strict=True):
             bound = 1.0 / math.sqrt(fan_in)  # torch.nn.Linear's default initialisation
-
-            def uniform(*shape: int, g: torch.Generator) -> torch.Tensor:
-                return (torch.rand(*shape, generator=g) * 2 - 1) * bound
-
-            w = torch.stack([uniform(fan_out, fan_in, g=g).T for g in gens])
-            b = torch.stack([uniform(1, fan_out, g=g) for g in gens])
+            w = torch.stack([_uniform((fan_out, fan_in), bound, g).T for g in gens])
+            b = torch.stack([_uniform((1, fan_out), bound, g) for g in gens])
             self.weights.append(w.contiguous().to(device).requires_grad_())
             self.biases.append(b.to(device).requires_grad_())
 

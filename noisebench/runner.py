@@ -215,11 +215,17 @@ def _train_all(
         checkpoint = ckpt_dir / f"pack-{key}.pt"
         started = time.time()
 
-        def report(step: int, of: int, base: int = done_steps, size: int = len(group)) -> None:
+        def report(
+            step: int,
+            of: int,
+            base: int = done_steps,
+            size: int = len(group),
+            runs_done: int = done_runs,
+            epochs: int = group[0].train.epochs,
+        ) -> None:
             if progress is not None:
-                epochs = group[0].train.epochs
-                epoch = min(epochs, step * epochs // of + 1)
-                text = f"runs {done_runs}/{total} · pack of {size} · epoch {epoch}/{epochs}"
+                epoch = min(epochs, step * epochs // max(of, 1) + 1)
+                text = f"runs {runs_done}/{total} · pack of {size} · epoch {epoch}/{epochs}"
                 progress(base + step * size, total_steps, text)
 
         results = train_pack(group, data, dev, checkpoint=checkpoint, progress=report)
