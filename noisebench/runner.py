@@ -147,7 +147,10 @@ def run_study(
                 f"{out} holds results of a different study or dataset; choose another --out"
             )
 
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise NoisebenchError(f"cannot create output directory {out}: {exc.strerror}") from None
     runs = plan(study)
     with Store(out) as store:
         if "identity" not in store.meta():

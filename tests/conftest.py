@@ -78,3 +78,25 @@ def isolated_data_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
     monkeypatch.setattr(data, "_downloader", lambda: offline)
     return root
+
+
+@pytest.fixture(scope="session")
+def sample_data():
+    """The bundled real-MNIST sample (4,000 train / 1,000 test)."""
+    from noisebench.data import load_dataset
+
+    return load_dataset("mnist-sample")
+
+
+@pytest.fixture(scope="session")
+def small_data(sample_data):
+    """A 640-train / 300-test slice of the real sample: enough to learn, fast to train."""
+    from dataclasses import replace
+
+    return replace(
+        sample_data,
+        train_x=sample_data.train_x[:640].clone(),
+        train_y=sample_data.train_y[:640].clone(),
+        test_x=sample_data.test_x[:300].clone(),
+        test_y=sample_data.test_y[:300].clone(),
+    )

@@ -1,0 +1,128 @@
+"""The pack engine: packing is invisible, runs are reproducible, and nothing leaks between runs."""
+
+import math
+
+import pytest
+import torch
+
+from noisebench import engine
+from noisebench.engine import train_pack
+from noisebench.study import parse_study, plan
+
+STUDY = {
+    "name": "engine",
+    "seeds": [0, 1],
+    "levels": [0.0, 0.4],
+    "train": {"epochs": 2, "batch_size": 32},
+    "setups": [
+        {"name": "labels", "noise": "labels.uniform"},
+        {"name": "pixels", "noise": "pixels.replace"},
+    ],
+}
+
+
+def runs_of(**train):
+    study = dict(STUDY, train={**STUDY["train"], **train})
+    return plan(parse_study(study))
+
+
+def metrics(result):
+    keys = ("train_loss", "train_acc", "test_loss", "test_acc")
+    return [e[k] for e in result.epochs for k in keys]
+
+
+def test_a_run_trained_in_a_pack_matches_the_same_run_trained_alone(small_data):
+    runs = runs_of()
+    assert len(runs) == 6
+    packed = {r.run_id: r for r in train_pack(runs, small_data)}
+    for run in (runs[0], runs[3], runs[5]):
+        alone = train_pack([run], small_data)[0]
+        assert metrics(alone) == pytest.approx(metrics(packed[run.run_id]), rel=1e-5, abs=1e-6)
+
+
+def test_order_inside_a_pack_does_not_matter(small_data):
+    runs = runs_of()
+    forward = {r.run_id: metrics(r) for r in train_pack(runs, small_data)}
+    backward = {r.run_id: metrics(r) for r in train_pack(runs[::-1], small_data)}
+    for run_id, values in forward.items():
+        assert backward[run_id] == pytest.approx(values, rel=1e-5, abs=1e-6)
+
+
+def test_same_runs_twice_give_identical_numbers(small_data):
+    runs = runs_of(epochs=1)
+    first = [metrics(r) for r in train_pack(runs, small_data)]
+    second = [metrics(r) for r in train_pack(runs, small_data)]
+    assert first == second
+
+
+def test_seeds_and_noise_change_the_numbers(small_data):
+    results = {r.run_id: metrics(r)[-4:] for r in train_pack(runs_of(epochs=1), small_data)}
+    assert len({tuple(v) for v in results.values()}) == len(results)
+
+
+def test_training_learns_and_records_every_epoch(small_data):
+    clean = [r for r in runs_of(epochs=3, lr=0.05) if r.noise is None]
+    result = train_pack(clean, small_data)[0]
+    assert [e["epoch"] for e in result.epochs] == [1, 2, 3]
+    assert result.status == "done"
+    assert result.epochs[-1]["test_acc"] > 0.6  # chance is 0.1
+    assert result.epochs[-1]["train_loss"] < result.epochs[0]["train_loss"]
+    assert all(0.1 <= e["test_conf"] <= 1 for e in result.epochs)
+
+
+def test_label_noise_trains_on_the_corrupted_labels(small_data):
+    noisy = [r for r in runs_of(epochs=1) if r.noise == "labels.uniform"][0]
+    result = train_pack([noisy], small_data)[0]
+    picked = result.label_noise.picked
+    assert picked.numel() == round(0.4 * len(small_data.train_y))
+    assert torch.equal(result.label_noise.original, small_data.train_y[picked])
+
+
+def test_training_never_modifies_the_data(small_data):
+    before = small_data.fingerprint()
+    train_pack(runs_of(epochs=1), small_data)
+    assert small_data.fingerprint() == before
+
+
+def test_a_diverging_run_is_marked_and_the_rest_of_its_pack_goes_on(small_data, monkeypatch):
+    runs = runs_of(epochs=2)[:2]
+    healthy = train_pack([runs[1]], small_data)[0]
+    original_init = engine.StackedMLP.__init__
+
+    def poisoned_init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        with torch.no_grad():
+            self.weights[0][0, 0, 0] = math.inf  # only run 0 of the pack
+
+    monkeypatch.setattr(engine.StackedMLP, "__init__", poisoned_init)
+    bad, good = train_pack(runs, small_data)
+    assert bad.status == "diverged" and len(bad.epochs) == 1
+    assert good.status == "done"
+    assert metrics(good) == pytest.approx(metrics(healthy), rel=1e-5, abs=1e-6)
+
+
+def test_adam_and_other_activations_train(small_data):
+    runs = runs_of(epochs=1, optimizer="adam", lr=0.001)
+    study = dict(STUDY, model={"hidden": [32], "activation": "tanh"})
+    runs += plan(parse_study(study))[:1]
+    for result in train_pack(runs[:1], small_data) + train_pack(runs[-1:], small_data):
+        assert result.status == "done" and result.epochs[-1]["test_acc"] > 0.5
+
+
+def test_resuming_from_a_checkpoint_continues_bit_for_bit(small_data, tmp_path):
+    runs = runs_of(epochs=3)
+    reference = [metrics(r) for r in train_pack(runs, small_data)]
+    checkpoint = tmp_path / "pack.pt"
+
+    class Stop(Exception):
+        pass
+
+    def stop_in_third_epoch(step: int, total: int) -> None:
+        if step >= 2 * total // 3 + 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train_pack(runs, small_data, checkpoint=checkpoint, progress=stop_in_third_epoch)
+    assert checkpoint.exists()
+    resumed = [metrics(r) for r in train_pack(runs, small_data, checkpoint=checkpoint)]
+    assert resumed == reference
