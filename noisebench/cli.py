@@ -63,6 +63,35 @@ def _load(study_file: Path | None, preset: str | None, epochs: int | None, seeds
     return parse_study(data, "options")
 
 
+class _LazyProgress:
+    """A progress bar that appears with the first training step, not before validation."""
+
+    def __init__(self) -> None:
+        self.bar: Progress | None = None
+
+    def __enter__(self) -> "_LazyProgress":
+        return self
+
+    def __call__(self, done: int, total: int, text: str) -> None:
+        if self.bar is None:
+            self.bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.percentage:>3.0f}%"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=console,
+            )
+            self.bar.start()
+            self.task = self.bar.add_task(text, total=total)
+        self.bar.update(self.task, completed=done, total=total, description=text)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
 def _default_out(name: str) -> Path:
     return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
@@ -105,34 +134,17 @@ def run(
         out = latest.resolve()
     target = out if out is not None else _default_out(study.name)
 
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>3.0f}%"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task("starting", total=None)
-
-        def progress(done: int, total: int, text: str) -> None:
-            bar.update(task, completed=done, total=total, description=text)
-
-        def warn(msg: str) -> None:
-            console.print(f"[bold yellow]WARNING:[/] {msg}", highlight=False)
-
-        began = time.perf_counter()
+    began = time.perf_counter()
+    with _LazyProgress() as progress:
         run_study(
             study,
             target,
             dataset=dataset,
             data_dir=data_dir,
             device=device,
-            warn=warn,
+            warn=lambda msg: console.print(f"[bold yellow]WARNING:[/] {msg}", highlight=False),
             progress=progress,
         )
-        bar.update(task, description="all runs finished")
     if out is None:
         _link_latest(target)
     console.print(f"trained in {time.perf_counter() - began:.1f} s; results in {target}")

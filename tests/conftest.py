@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
+import http.server
 import struct
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -100,3 +103,25 @@ def small_data(sample_data):
         test_x=sample_data.test_x[:300].clone(),
         test_y=sample_data.test_y[:300].clone(),
     )
+
+
+@pytest.fixture
+def local_server(tmp_path, monkeypatch) -> Iterator[tuple[str, Path]]:
+    """An HTTP server on 127.0.0.1 serving a fresh directory: (base URL, directory)."""
+    served = tmp_path / "served"
+    served.mkdir()
+
+    class QuietHandler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    handler = functools.partial(QuietHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/", served
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import gzip
 import hashlib
-import http.server
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -221,28 +217,6 @@ def test_short_reason_for_unresolvable_host():
         "(Caused by NameResolutionError(\"Failed to resolve 'x'\"))"
     )
     assert data._short_reason(exc) == "no network: cannot resolve host"
-
-
-@pytest.fixture
-def local_server(tmp_path, monkeypatch) -> Iterator[tuple[str, Path]]:
-    """An HTTP server on 127.0.0.1 serving a fresh directory: (base URL, directory)."""
-    served = tmp_path / "served"
-    served.mkdir()
-
-    class QuietHandler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-    handler = functools.partial(QuietHandler, directory=str(served))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/", served
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _serve_as(monkeypatch, name: str, mirrors: tuple[str, ...], md5: dict[str, str]) -> None:
