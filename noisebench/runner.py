@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from . import __version__, seeding
+from .backends import PackJob, make_backend
 from .data import Dataset, load_dataset
-from .engine import train_pack
 from .errors import DataUnavailable, NoisebenchError
 from .noise import PixelNoise, make_noise
 from .store import DB_NAME, Store
@@ -127,6 +127,8 @@ def run_study(
     device: str | None = None,
     warn: Warn = lambda msg: print(f"warning: {msg}", file=sys.stderr),
     progress: Callable[[int, int, str], None] | None = None,
+    backend: str = "local",
+    address: str | None = None,
 ) -> Path:
     """Train every unfinished run of `study` into `out`/results.sqlite; return that directory.
 
@@ -190,7 +192,19 @@ def run_study(
         )
         finished = store.finished_ids()
         todo = [r for r in runs if r.run_id not in finished]
-        _train_all(todo, len(runs) - len(todo), len(runs), study, data, dev, out, store, progress)
+        _train_all(
+            todo,
+            len(runs) - len(todo),
+            len(runs),
+            study,
+            data,
+            dev,
+            out,
+            store,
+            progress,
+            backend,
+            address,
+        )
         store.export_csv(out / "results.csv")
     return out
 
@@ -205,39 +219,49 @@ def _train_all(
     out: Path,
     store: Store,
     progress: Callable[[int, int, str], None] | None,
+    backend: str = "local",
+    address: str | None = None,
 ) -> None:
-    groups = packs(todo, study.max_pack)
-    steps = [
-        len(g) * -(-len(data.train_y) // g[0].train.batch_size) * g[0].train.epochs for g in groups
-    ]
-    total_steps, done_steps, done_runs = sum(steps), 0, already
     ckpt_dir = out / "checkpoints"
-    for group, group_steps in zip(groups, steps, strict=True):
-        ckpt_dir.mkdir(exist_ok=True)
+    jobs = []
+    for index, group in enumerate(packs(todo, study.max_pack)):
         key = hashlib.sha256("".join(r.run_id for r in group).encode()).hexdigest()[:12]
-        checkpoint = ckpt_dir / f"pack-{key}.pt"
-        started = time.time()
+        jobs.append(PackJob(index, group, ckpt_dir / f"pack-{key}.pt"))
+    if not jobs:
+        return
+    ckpt_dir.mkdir(exist_ok=True)
+    # Progress counts run-steps, so a pack of 39 runs weighs 39 times a single run.
+    done_steps = [0] * len(jobs)
+    weights = [len(j.runs) for j in jobs]
+    totals = [
+        w * -(-len(data.train_y) // j.runs[0].train.batch_size) * j.runs[0].train.epochs
+        for w, j in zip(weights, jobs, strict=True)
+    ]
+    done_runs = already
 
-        def report(
-            step: int,
-            of: int,
-            base: int = done_steps,
-            size: int = len(group),
-            runs_done: int = done_runs,
-            epochs: int = group[0].train.epochs,
-        ) -> None:
-            if progress is not None:
-                epoch = min(epochs, step * epochs // max(of, 1) + 1)
-                text = f"runs {runs_done}/{total} · pack of {size} · epoch {epoch}/{epochs}"
-                progress(base + step * size, total_steps, text)
+    def on_step(index: int, step: int, of: int) -> None:
+        done_steps[index] = weights[index] * step
+        if progress is not None:
+            epochs = jobs[index].runs[0].train.epochs
+            epoch = min(epochs, step * epochs // max(of, 1) + 1)
+            text = f"runs {done_runs}/{total} · pack of {weights[index]} · epoch {epoch}/{epochs}"
+            progress(sum(done_steps), sum(totals), text)
 
-        results = train_pack(group, data, dev, checkpoint=checkpoint, progress=report)
-        for result in results:
+    for outcome in make_backend(backend, address).train(jobs, data, dev, on_step):
+        for result in outcome.results:
             store.finish_run(
-                result.run_id, result.status, result.epochs, _arrays(result), started, len(group)
+                result.run_id,
+                result.status,
+                result.epochs,
+                _arrays(result),
+                outcome.started_at,
+                len(outcome.results),
             )
-        checkpoint.unlink(missing_ok=True)
-        done_steps += group_steps
-        done_runs += len(group)
+        if outcome.job.checkpoint is not None:
+            outcome.job.checkpoint.unlink(missing_ok=True)
+        done_runs += len(outcome.results)
+        done_steps[outcome.job.index] = totals[outcome.job.index]
+        if progress is not None:
+            progress(sum(done_steps), sum(totals), f"runs {done_runs}/{total}")
     if ckpt_dir.exists() and not any(ckpt_dir.iterdir()):
         ckpt_dir.rmdir()
