@@ -122,6 +122,10 @@ def run(
         bool, typer.Option(help="Continue the study in --out (or runs/latest).")
     ] = False,
     report: Annotated[bool, typer.Option(help="Write the report when training ends.")] = True,
+    backend: Annotated[str, typer.Option(help="Where packs train: local or ray.")] = "local",
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (default: start a local one).")
+    ] = None,
 ) -> None:
     """Train every run of a study, store the metrics, and print the summary table."""
     from .runner import run_study
@@ -144,6 +148,8 @@ def run(
             device=device,
             warn=lambda msg: console.print(f"[bold yellow]WARNING:[/] {msg}", highlight=False),
             progress=progress,
+            backend=backend,
+            address=ray_address,
         )
     if out is None:
         _link_latest(target)
@@ -154,10 +160,8 @@ def run(
 
 
 def _report(directory: Path) -> None:
-    try:
-        from .report import write_report
-    except ImportError:  # the report package is optional until it lands
-        return
+    from .report import write_report
+
     paths = write_report(directory)
     console.print(f"report: {paths['html']}  (also {paths['pdf'].name}, {paths['md'].name})")
 
@@ -191,6 +195,17 @@ def _show(directory: Path) -> None:
 def show(directory: Annotated[Path, typer.Argument(help="A study's results directory.")]) -> None:
     """Print final test accuracy and cross-entropy per setup and level."""
     _show(directory)
+
+
+@app.command()
+@friendly
+def report(directory: Annotated[Path, typer.Argument(help="A study's results directory.")]) -> None:
+    """Write report.html, report.pdf, report.md and figures/ from DIR/results.sqlite alone."""
+    from .report import write_report
+
+    paths = write_report(directory)
+    for key in ("html", "pdf", "md"):
+        out_console.print(str(paths[key]), highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from . import __version__, seeding
-from .backends import PackJob, make_backend
+from .backends import Backend, PackJob, make_backend
 from .data import Dataset, load_dataset
 from .errors import DataUnavailable, NoisebenchError
 from .noise import PixelNoise, make_noise
@@ -138,6 +138,7 @@ def run_study(
     out = Path(out)
     check_writable(out)
     dev = pick_device(device)
+    trainer = make_backend(backend, address)
     choice = resolve_data(study, dataset, data_dir, warn)
     data = choice.dataset
     identity = study_identity(study, choice)
@@ -202,8 +203,7 @@ def run_study(
             out,
             store,
             progress,
-            backend,
-            address,
+            trainer,
         )
         store.export_csv(out / "results.csv")
     return out
@@ -219,8 +219,7 @@ def _train_all(
     out: Path,
     store: Store,
     progress: Callable[[int, int, str], None] | None,
-    backend: str = "local",
-    address: str | None = None,
+    trainer: Backend,
 ) -> None:
     ckpt_dir = out / "checkpoints"
     jobs = []
@@ -247,7 +246,7 @@ def _train_all(
             text = f"runs {done_runs}/{total} · pack of {weights[index]} · epoch {epoch}/{epochs}"
             progress(sum(done_steps), sum(totals), text)
 
-    for outcome in make_backend(backend, address).train(jobs, data, dev, on_step):
+    for outcome in trainer.train(jobs, data, dev, on_step):
         for result in outcome.results:
             store.finish_run(
                 result.run_id,

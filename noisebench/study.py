@@ -7,12 +7,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import StudyError
 from .noise import make_noise
+
+if TYPE_CHECKING:
+    from .results import Results
 
 Level = Annotated[float, Field(ge=0.0, le=1.0)]
 CLEAN = "clean"  # the setup name of the shared X = 0 baseline runs
@@ -87,6 +90,59 @@ class Study(Spec):
 
     def levels_of(self, setup: Setup) -> list[float]:
         return sorted(set(setup.levels if setup.levels is not None else self.levels))
+
+    @classmethod
+    def from_preset(cls, name: str) -> "Study":
+        """A study shipped with noisebench.
+
+        >>> Study.from_preset("quick").levels
+        [0.0, 0.5, 0.9]
+        """
+        return load_preset(name)
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "Study":
+        """A study read from a TOML file, validated field by field."""
+        return load_study(path)
+
+    def run(
+        self,
+        out: str | Path,
+        *,
+        dataset: str | None = None,
+        data_dir: str | Path | None = None,
+        device: str | None = None,
+        backend: str = "local",
+        address: str | None = None,
+    ) -> "Results":
+        """Train every unfinished run into `out` and return its Results.
+
+        >>> study = Study(name="tiny", seeds=[0], levels=[0.0, 0.5], train={"epochs": 1},
+        ...               setups=[{"name": "labels", "noise": "labels.uniform"}])
+        >>> len(study.plan())
+        2
+        >>> import tempfile
+        >>> results = study.run(tempfile.mkdtemp(), dataset="mnist-sample")
+        >>> results.summary()[["setup", "level", "seeds"]].values.tolist()
+        [['labels', 0.0, 1], ['labels', 0.5, 1]]
+        """
+        from .results import Results
+        from .runner import run_study
+
+        directory = run_study(
+            self,
+            Path(out),
+            dataset=dataset,
+            data_dir=Path(data_dir) if data_dir else None,
+            device=device,
+            backend=backend,
+            address=address,
+        )
+        return Results(directory)
+
+    def plan(self) -> list["RunSpec"]:
+        """Every run of the study (the shared clean baseline once)."""
+        return plan(self)
 
     def digest(self) -> str:
         """A short hash of everything that determines the study's numbers."""

@@ -1,0 +1,98 @@
+"""`Results`: a finished (or partly finished) study, read from its results store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import NoisebenchError
+from .store import Store
+from .summary import final_table
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+
+class Results:
+    """The results of one study directory: tables, figures, the explanation, the report."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        Store.open_existing(self.directory).close()  # fail early, one line, when absent
+
+    def __repr__(self) -> str:
+        return f"Results({str(self.directory)!r})"
+
+    def meta(self) -> dict[str, Any]:
+        """What was run: the study spec, the dataset actually used, device, versions."""
+        with Store(self.directory) as store:
+            return store.meta()
+
+    def to_frame(self) -> pd.DataFrame:
+        """The tidy table: one row per run × epoch."""
+        import pandas as pd
+
+        with Store(self.directory) as store:
+            return pd.DataFrame(store.epochs())
+
+    def summary(self) -> pd.DataFrame:
+        """Final-epoch test metrics per setup × level: mean and 95 % CI half-width over seeds."""
+        import pandas as pd
+
+        with Store(self.directory) as store:
+            rows = final_table(store)
+        flat = []
+        for row in rows:
+            item: dict[str, Any] = {"setup": row["setup"], "level": row["level"]}
+            item["seeds"] = row["seeds"]
+            for metric in ("test_acc", "test_loss", "test_conf", "train_acc", "train_loss"):
+                item[metric] = row[metric].mean
+                item[f"{metric}_ci"] = row[metric].half
+            flat.append(item)
+        return pd.DataFrame(flat)
+
+    def plot_kinds(self) -> list[str]:
+        """The figure names `plot` accepts (those of the report)."""
+        from .report.figures import catalogue
+
+        return [name for name, *_ in catalogue(self._report_data())]
+
+    def plot(self, kind: str = "final_accuracy") -> Figure:
+        """One of the report's figures as a matplotlib Figure (see `plot_kinds()`)."""
+        from .report.figures import catalogue
+
+        makers = {name: maker for name, _, _, maker in catalogue(self._report_data())}
+        if kind not in makers:
+            raise NoisebenchError(f"unknown plot '{kind}' (known: {', '.join(makers)})")
+        figure = makers[kind]()
+        if figure is None:
+            raise NoisebenchError(f"plot '{kind}' has no data in this study")
+        return figure
+
+    def explanation(self) -> list[str]:
+        """The generated explanation, as sentences."""
+        from .report import explain
+
+        return explain(self._report_data())
+
+    def report(self, directory: str | Path | None = None) -> dict[str, Path]:
+        """Write report.html/pdf/md and figures/ (into the study directory, or a copy into
+        `directory`); return the paths."""
+        import shutil
+
+        from .report import write_report
+
+        paths = write_report(self.directory)
+        if directory is None or Path(directory).resolve() == self.directory.resolve():
+            return paths
+        target = Path(directory)
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(self.directory / "figures", target / "figures", dirs_exist_ok=True)
+        return {key: Path(shutil.copy2(path, target / path.name)) for key, path in paths.items()}
+
+    def _report_data(self):
+        from .report import load
+
+        with Store(self.directory) as store:
+            return load(store, self.directory)
