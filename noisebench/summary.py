@@ -42,8 +42,9 @@ class Estimate:
         return f"{self.mean * scale:.{digits}f} ± {self.half * scale:.{digits}f}"
 
 
-def estimate(values: list[float]) -> Estimate:
-    vals = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
+def estimate(values: list[float | None]) -> Estimate:
+    """Mean and 95 % CI of the finite values (SQLite hands back NaN as None)."""
+    vals = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
     if len(vals) == 0:
         return Estimate(float("nan"), float("nan"), 0)
     if len(vals) == 1:

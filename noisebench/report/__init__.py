@@ -1,0 +1,64 @@
+"""The report: figures, a generated explanation and a table, from results.sqlite alone.
+
+`write_report(directory)` reads `directory/results.sqlite` (never the dataset), so it works on
+finished and partly finished studies and can be re-run at any time. It writes report.html
+(self-contained), report.pdf, report.md and figures/*.png + *.svg. Everything is first built
+in a hidden staging folder and only then renamed into place, so a failure leaves the previous
+report (or none) untouched rather than half-written.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from ..errors import NoisebenchError
+from ..store import Store
+from .data import ReportData, load
+from .figures import make_figures
+from .narrative import explain, paragraphs
+from .pdf import write_pdf
+from .render import content, write_html, write_markdown
+
+__all__ = ["ReportData", "explain", "load", "paragraphs", "write_report"]
+
+NAMES = {"html": "report.html", "pdf": "report.pdf", "md": "report.md"}
+
+
+def write_report(directory: str | Path) -> dict[str, Path]:
+    """Render the report of the study in `directory`; return the paths by format."""
+    directory = Path(directory)
+    with Store.open_existing(directory) as store:
+        data = load(store, directory)
+    try:
+        stage = Path(tempfile.mkdtemp(prefix=".report-", dir=directory))
+    except OSError as exc:
+        raise NoisebenchError(f"cannot write the report into {directory}: {exc.strerror}") from None
+    try:
+        figures = make_figures(data, stage / "figures")
+        c = content(data, paragraphs(data), figures)
+        write_html(c, stage / NAMES["html"])
+        write_markdown(c, stage / NAMES["md"])
+        write_pdf(c, stage / NAMES["pdf"])
+        _publish(stage, directory)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return {key: directory / name for key, name in NAMES.items()}
+
+
+def _publish(stage: Path, directory: Path) -> None:
+    """Move the staged files into place: the figures folder first, then each report file."""
+    target = directory / "figures"
+    old = stage / "figures.old"
+    if target.exists():
+        os.replace(target, old)
+    try:
+        os.replace(stage / "figures", target)
+    except OSError:
+        if old.exists():
+            os.replace(old, target)
+        raise
+    for name in NAMES.values():
+        os.replace(stage / name, directory / name)

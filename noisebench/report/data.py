@@ -1,0 +1,274 @@
+"""Everything the report shows, read from one results.sqlite (never from the dataset).
+
+`load(store)` gathers the numbers once: per setup × level the mean ± 95 % CI of every metric
+at the final epoch, at the best epoch and per epoch, the label-noise transition matrices, the
+example images, run statuses and wall times. Figures and text only read this object.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import NoisebenchError, StudyError
+from ..noise import LabelNoise, PixelNoise, make_noise
+from ..store import Store
+from ..study import CLEAN, Setup, Study
+from ..summary import Estimate, curves, estimate
+
+METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "test_conf")
+
+
+@dataclass(frozen=True)
+class SetupInfo:
+    """One setup of the study and what kind of noise it is ("labels", "pixels" or "")."""
+
+    name: str
+    noise: str
+    params: dict[str, Any]
+    kind: str
+    levels: list[float]
+    index: int  # position in the study: picks the setup's colour everywhere
+
+
+@dataclass
+class LevelStats:
+    """One setup at one level: estimates over seeds."""
+
+    seeds: int
+    final: dict[str, Estimate]  # metric -> final-epoch estimate
+    epochs: dict[str, list[Estimate]]  # metric -> one estimate per epoch
+    best_acc: Estimate  # each seed's best test accuracy over epochs
+    best_epoch: float  # mean epoch (1-based) at which the best was reached
+    drop: Estimate  # best minus final test accuracy, per seed
+
+
+@dataclass
+class LabelMatrix:
+    """Share of training examples of true class i carrying label j, mean over seeds."""
+
+    matrix: np.ndarray  # [K, K], rows sum to 1
+    seeds: int
+    exact_counts: bool  # class sizes known exactly (a run relabelled every example)
+
+    @property
+    def true_share(self) -> float:
+        return float(np.mean(np.diag(self.matrix)))
+
+    @property
+    def max_wrong_share(self) -> float:
+        off = self.matrix[~np.eye(len(self.matrix), dtype=bool)]
+        return float(off.max()) if off.size else float("nan")
+
+
+@dataclass
+class ReportData:
+    directory: Path
+    meta: dict[str, Any]
+    study: Study
+    setups: list[SetupInfo]
+    stats: dict[tuple[str, float], LevelStats]
+    runs: list[dict[str, Any]]
+    label_matrices: dict[str, dict[float, LabelMatrix]] = field(default_factory=dict)
+    examples: dict[str, np.ndarray] = field(default_factory=dict)
+    pack_walls: list[float] = field(default_factory=list)
+    epoch_wall_s: float = 0.0
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.meta.get("class_names") or range(10))
+
+    @property
+    def chance(self) -> float:
+        return 1.0 / self.num_classes
+
+    @property
+    def epochs(self) -> int:
+        return self.study.train.epochs
+
+    def levels(self, setup: str) -> list[float]:
+        """The setup's levels that have at least one finished run."""
+        info = next(s for s in self.setups if s.name == setup)
+        return [lv for lv in info.levels if (setup, lv) in self.stats]
+
+    def get(self, setup: str, level: float) -> LevelStats | None:
+        return self.stats.get((setup, level))
+
+    def of_kind(self, kind: str) -> list[SetupInfo]:
+        return [s for s in self.setups if s.kind == kind]
+
+    def status_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = defaultdict(int)
+        for run in self.runs:
+            counts[run["status"]] += 1
+        return dict(counts)
+
+    @property
+    def seeds_used(self) -> int:
+        return max((st.seeds for st in self.stats.values()), default=0)
+
+
+def _kind(setup: Setup) -> str:
+    try:
+        noise = make_noise(setup.noise, setup.params)
+    except StudyError:
+        return ""
+    if isinstance(noise, LabelNoise):
+        return "labels"
+    if isinstance(noise, PixelNoise):
+        return "pixels"
+    return ""
+
+
+def _padded(seqs: list[list[float]]) -> np.ndarray:
+    """Per-seed sequences as [seeds, epochs]; NaN where a run stopped early or a value is
+    not finite (SQLite stores NaN as NULL)."""
+    width = max((len(s) for s in seqs), default=0)
+    out = np.full((len(seqs), width), np.nan)
+    for i, seq in enumerate(seqs):
+        out[i, : len(seq)] = [v if v is not None and math.isfinite(v) else np.nan for v in seq]
+    return out
+
+
+def _last_finite(row: np.ndarray) -> float:
+    finite = row[np.isfinite(row)]
+    return float(finite[-1]) if finite.size else float("nan")
+
+
+def level_stats(slot: dict[str, list[list[float]]]) -> LevelStats:
+    """Estimates over seeds for one setup × level from its per-seed per-epoch curves."""
+    arrays = {m: _padded(slot[m]) for m in METRICS}  # NULL (a NaN in SQLite) becomes NaN
+    ends = [len(seq) - 1 for seq in slot["test_acc"]]
+    final = {
+        m: estimate([float(arrays[m][i, end]) for i, end in enumerate(ends) if end >= 0])
+        for m in METRICS
+    }
+    per_epoch = {
+        m: [estimate(list(arrays[m][:, e])) for e in range(arrays[m].shape[1])] for m in METRICS
+    }
+    acc = arrays["test_acc"]
+    bests, best_epochs, drops = [], [], []
+    for row in acc:
+        if not np.isfinite(row).any():
+            continue
+        i = int(np.nanargmax(row))
+        bests.append(float(row[i]))
+        best_epochs.append(i + 1)
+        drops.append(float(row[i]) - _last_finite(row))
+    return LevelStats(
+        seeds=len(slot["test_acc"]),
+        final=final,
+        epochs=per_epoch,
+        best_acc=estimate(bests),
+        best_epoch=float(np.mean(best_epochs)) if best_epochs else float("nan"),
+        drop=estimate(drops),
+    )
+
+
+def _class_counts(store: Store, label_runs: list[dict[str, Any]], k: int, n: int):
+    """Training-set class sizes: exact from a run that relabelled every example, else scaled."""
+    best: np.ndarray | None = None
+    for run in label_runs:
+        original = store.array(run["run_id"], "label_original")
+        if original is not None and (best is None or len(original) > len(best)):
+            best = original
+    if best is None or len(best) == 0:
+        return np.full(k, n / k), False
+    counts = np.bincount(best.astype(np.int64), minlength=k)[:k].astype(float)
+    if len(best) >= n:
+        return counts, True
+    return counts * n / len(best), False
+
+
+def label_matrices(
+    store: Store, setup: SetupInfo, runs: list[dict[str, Any]], k: int, n: int
+) -> dict[float, LabelMatrix]:
+    """Per level: true label -> assigned label shares over all training examples.
+
+    Unpicked examples keep their label, so each seed's matrix is diag(class size - picked)
+    plus the picked examples' transitions, divided by the class size.
+    """
+    mine = [r for r in runs if r["setup"] == setup.name and r["status"] in ("done", "diverged")]
+    sizes, exact = _class_counts(store, mine, k, n)
+    by_level: dict[float, list[np.ndarray]] = defaultdict(list)
+    for run in mine:
+        original = store.array(run["run_id"], "label_original")
+        assigned = store.array(run["run_id"], "label_assigned")
+        if original is None or assigned is None:
+            continue
+        moves = np.zeros((k, k))
+        np.add.at(moves, (original.astype(np.int64), assigned.astype(np.int64)), 1)
+        kept = np.clip(sizes - moves.sum(1), 0, None)
+        full = moves + np.diag(kept)
+        by_level[run["level"]].append(full / np.maximum(full.sum(1, keepdims=True), 1e-12))
+    return {
+        lv: LabelMatrix(np.mean(mats, axis=0), len(mats), exact)
+        for lv, mats in sorted(by_level.items())
+    }
+
+
+def _pack_walls(runs: list[dict[str, Any]]) -> list[float]:
+    """Wall time of each pack: its runs share `started_at`, the slowest finishes it."""
+    packs: dict[float, float] = {}
+    for run in runs:
+        if run["started_at"] is not None and run["wall_s"] is not None:
+            packs[run["started_at"]] = max(packs.get(run["started_at"], 0.0), run["wall_s"])
+    return list(packs.values())
+
+
+def _epoch_wall(store: Store) -> float:
+    """Summed per-epoch training time, counting each pack (runs with one start) once."""
+    rows = store.db.execute(
+        "SELECT r.started_at AS pack, e.epoch AS epoch, MAX(e.wall_s) AS wall FROM epochs e"
+        " JOIN runs r USING (run_id) GROUP BY r.started_at, e.epoch"
+    )
+    return float(sum(r["wall"] or 0.0 for r in rows if math.isfinite(r["wall"] or 0.0)))
+
+
+def load(store: Store, directory: Path | None = None) -> ReportData:
+    """Read everything the report needs from an open store."""
+    meta = store.meta()
+    if "study" not in meta:
+        raise NoisebenchError(f"{store.path} holds no study yet (no metadata); nothing to report")
+    study = Study.model_validate(meta["study"])
+    setups = [
+        SetupInfo(s.name, s.noise, dict(s.params), _kind(s), study.levels_of(s), i)
+        for i, s in enumerate(study.setups)
+    ]
+    stats = {key: level_stats(slot) for key, slot in curves(store).items()}
+    runs = store.runs()
+    data = ReportData(
+        directory=Path(directory) if directory is not None else store.path.parent,
+        meta=meta,
+        study=study,
+        setups=setups,
+        stats=stats,
+        runs=runs,
+        pack_walls=_pack_walls(runs),
+        epoch_wall_s=_epoch_wall(store),
+    )
+    n = int(meta.get("train_size") or 0)
+    for setup in setups:
+        if setup.kind == "labels":
+            mats = label_matrices(store, setup, runs, data.num_classes, n)
+            if mats:
+                data.label_matrices[setup.name] = mats
+        elif setup.kind == "pixels":
+            images = store.array("study", f"examples/{setup.name}")
+            if images is not None and images.ndim == 3 and len(images) == len(setup.levels):
+                data.examples[setup.name] = images
+    return data
+
+
+def baseline(data: ReportData, setup: str) -> LevelStats | None:
+    """The clean (X = 0) runs as seen from `setup`."""
+    return data.get(setup, 0.0)
+
+
+def clean_runs(data: ReportData) -> list[dict[str, Any]]:
+    return [r for r in data.runs if r["setup"] == CLEAN]

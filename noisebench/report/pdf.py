@@ -1,0 +1,145 @@
+"""The PDF: reportlab platypus on A4 — text, the metrics table, then every figure scaled to fit.
+
+Each page carries "page N of M" in its footer (drawn after layout, so M is the real count).
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from reportlab.lib import colors
+from reportlab.lib.pagesizes import A4
+from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
+from reportlab.lib.units import mm
+from reportlab.lib.utils import ImageReader
+from reportlab.pdfgen import canvas as rl_canvas
+from reportlab.platypus import (
+    Image,
+    KeepTogether,
+    PageBreak,
+    Paragraph,
+    SimpleDocTemplate,
+    Spacer,
+    Table,
+    TableStyle,
+)
+
+from .render import Content
+
+MARGIN = 16 * mm
+FOOTER = "noisebench report"
+
+
+class NumberedCanvas(rl_canvas.Canvas):
+    """Defers pages so the footer can say 'page N of M'."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._pages: list[dict] = []
+
+    def showPage(self) -> None:  # noqa: N802 - reportlab's name
+        self._pages.append(dict(self.__dict__))
+        self._startPage()
+
+    def save(self) -> None:
+        total = len(self._pages)
+        for number, state in enumerate(self._pages, 1):
+            self.__dict__.update(state)
+            self.setFont("Helvetica", 8)
+            self.setFillColor(colors.grey)
+            self.drawRightString(A4[0] - MARGIN, 9 * mm, f"{FOOTER} — page {number} of {total}")
+            super().showPage()
+        super().save()
+
+
+def _styles() -> dict[str, ParagraphStyle]:
+    base = getSampleStyleSheet()
+    body = ParagraphStyle("body", parent=base["BodyText"], fontSize=9.5, leading=13, spaceAfter=5)
+    return {
+        "title": base["Title"],
+        "h2": ParagraphStyle("h2", parent=base["Heading2"], spaceBefore=10),
+        "body": body,
+        "small": ParagraphStyle("small", parent=body, fontSize=8, leading=10),
+        "cell": ParagraphStyle("cell", parent=body, fontSize=7.5, leading=9),
+        "notice": ParagraphStyle(
+            "notice",
+            parent=body,
+            fontName="Helvetica-Bold",
+            textColor=colors.HexColor("#7a2e00"),
+            backColor=colors.HexColor("#fff1e6"),
+            borderColor=colors.HexColor("#D55E00"),
+            borderWidth=2,
+            borderPadding=6,
+            spaceBefore=6,
+            spaceAfter=10,
+        ),
+    }
+
+
+def _p(text: str, style: ParagraphStyle) -> Paragraph:
+    return Paragraph(html.escape(text, quote=False), style)
+
+
+def _figure(png: Path, width: float, max_height: float) -> Image:
+    w, h = ImageReader(str(png)).getSize()
+    scale = min(width / w, max_height / h)
+    return Image(str(png), width=w * scale, height=h * scale)
+
+
+def write_pdf(c: Content, path: Path) -> Path:
+    st = _styles()
+    doc = SimpleDocTemplate(
+        str(path),
+        pagesize=A4,
+        leftMargin=MARGIN,
+        rightMargin=MARGIN,
+        topMargin=MARGIN,
+        bottomMargin=MARGIN + 4 * mm,
+        title=c.title,
+        author="noisebench",
+    )
+    width, height = doc.width, doc.height
+    story: list = [_p(c.title, st["title"]), _p(c.subtitle, st["small"]), Spacer(1, 4 * mm)]
+    story += [_p(n, st["notice"]) for n in c.notices]
+    story += [_p("What the measurements say", st["h2"])]
+    story += [_p(" ".join(para), st["body"]) for para in c.paragraphs]
+
+    story += [_p("Final metrics per setup and level", st["h2"])]
+    rows = [[_p(h, st["cell"]) for h in c.table_head]]
+    rows += [[_p(v, st["cell"]) for v in row] for row in c.table_rows]
+    col = [0.14, 0.07, 0.14, 0.14, 0.13, 0.13, 0.15, 0.07]
+    tbl = Table(rows, colWidths=[f * width for f in col], repeatRows=1)
+    tbl.setStyle(
+        TableStyle(
+            [
+                ("LINEBELOW", (0, 0), (-1, 0), 0.8, colors.black),
+                ("LINEBELOW", (0, 1), (-1, -1), 0.25, colors.lightgrey),
+                ("VALIGN", (0, 0), (-1, -1), "TOP"),
+            ]
+        )
+    )
+    story += [tbl, Spacer(1, 2 * mm), _p(c.table_note, st["small"])]
+
+    story += [_p("Data and configuration", st["h2"])]
+    facts = Table(
+        [[_p(k, st["cell"]), _p(v, st["cell"])] for k, v in c.facts],
+        colWidths=[0.16 * width, 0.84 * width],
+    )
+    facts.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP")]))
+    story += [facts, PageBreak()]
+
+    for i, f in enumerate(c.figures, 1):
+        story.append(
+            KeepTogether(
+                [
+                    _p(f"Figure {i}: {f.title}", st["h2"]),
+                    _figure(f.png, width, height * 0.62),
+                    Spacer(1, 2 * mm),
+                    _p(f.caption, st["small"]),
+                    Spacer(1, 4 * mm),
+                ]
+            )
+        )
+    doc.build(story, canvasmaker=NumberedCanvas)
+    return path

@@ -1,0 +1,289 @@
+"""Report content shared by every format (notices, facts, the table) and the HTML/Markdown writers.
+
+The HTML is one self-contained file: figures are inline base64 PNGs, styles are inline, and a
+Content-Security-Policy forbids every fetch, so it opens offline exactly as it will anywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from .data import ReportData
+from .figures import FigureFile
+
+
+@dataclass(frozen=True)
+class Content:
+    """Everything a writer needs; all text is plain (writers escape it)."""
+
+    title: str
+    subtitle: str
+    notices: list[str]  # shown prominently at the top
+    paragraphs: list[list[str]]  # the explanation, grouped by topic
+    figures: list[FigureFile]
+    table_head: list[str]
+    table_rows: list[list[str]]
+    table_note: str
+    facts: list[tuple[str, str]]
+
+
+def fallback_notice(data: ReportData) -> str | None:
+    meta = data.meta
+    if not meta.get("dataset_fallback"):
+        return None
+    return (
+        f"DATA FALLBACK: '{meta.get('dataset_requested', 'mnist')}' was requested but was not "
+        f"available, so this study ran on '{meta.get('dataset')}' "
+        f"({meta.get('train_size')} training / {meta.get('test_size')} test images). "
+        "These are NOT full-dataset results."
+    )
+
+
+def notices(data: ReportData) -> list[str]:
+    out = []
+    fallback = fallback_notice(data)
+    if fallback:
+        out.append(fallback)
+    counts = data.status_counts()
+    total = sum(counts.values())
+    finished = counts.get("done", 0) + counts.get("diverged", 0)
+    if finished < total:
+        out.append(
+            f"PARTIAL STUDY: {finished} of {total} planned runs have finished; the figures, "
+            "table and text cover only those (levels may have fewer seeds or be missing)."
+        )
+    if counts.get("diverged"):
+        out.append(f"{counts['diverged']} run(s) diverged; see the explanation below.")
+    return out
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
+
+
+def facts(data: ReportData) -> list[tuple[str, str]]:
+    meta, study = data.meta, data.study
+    counts = data.status_counts()
+    status = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"
+    setups = "; ".join(
+        f"{s.name}: {s.noise}"
+        + (f" {s.params}" if s.params else "")
+        + f" at X = {', '.join(f'{lv * 100:.0f}' for lv in s.levels)} %"
+        for s in data.setups
+    )
+    train = study.train
+    recipe = (
+        f"{train.optimizer}, lr {train.lr}, momentum {train.momentum}, weight decay "
+        f"{train.weight_decay}, batch {train.batch_size}, {train.epochs} epochs"
+    )
+    created = meta.get("created_at")
+    walls = data.pack_walls
+    wall = (
+        f"{_duration(sum(walls))} of training in {len(walls)} pack(s) of stacked runs "
+        f"({_duration(data.epoch_wall_s)} inside epochs)"
+        if walls
+        else "no run finished yet"
+    )
+    versions = meta.get("versions") or {}
+    return [
+        (
+            "data used",
+            f"{meta.get('dataset')} — {meta.get('dataset_source', '?')}; "
+            f"{meta.get('train_size')} training / {meta.get('test_size')} test images"
+            + (
+                f" (FALLBACK: '{meta.get('dataset_requested')}' was requested)"
+                if meta.get("dataset_fallback")
+                else ""
+            ),
+        ),
+        ("study", f"{study.name} — {study.description or 'no description'}"),
+        ("setups", setups),
+        ("seeds", ", ".join(str(s) for s in study.seeds)),
+        (
+            "model",
+            f"MLP {math.prod(data.meta.get('image_shape') or [0])} → "
+            f"{' → '.join(str(h) for h in study.model.hidden)} → {data.num_classes}, "
+            f"{study.model.activation}, softmax + cross-entropy",
+        ),
+        ("training", recipe),
+        ("runs", status),
+        ("device", str(meta.get("device", "?"))),
+        ("wall time", wall),
+        ("versions", ", ".join(f"{k} {v}" for k, v in versions.items()) or "?"),
+        (
+            "created",
+            dt.datetime.fromtimestamp(created).strftime("%Y-%m-%d %H:%M") if created else "?",
+        ),
+        ("results", str(data.directory / "results.sqlite")),
+    ]
+
+
+def table(data: ReportData) -> tuple[list[str], list[list[str]], str]:
+    head = [
+        "setup",
+        "X (%)",
+        "test accuracy (%)",
+        "test cross-entropy",
+        "test confidence (%)",
+        "train accuracy (%)*",
+        "best-epoch accuracy (%)",
+        "seeds",
+    ]
+    rows = []
+    for setup in data.setups:
+        for lv in data.levels(setup.name):
+            st = data.stats[(setup.name, lv)]
+            f = st.final
+            rows.append(
+                [
+                    setup.name,
+                    f"{lv * 100:.0f}",
+                    f["test_acc"].fmt(100, 1),
+                    f["test_loss"].fmt(1, 3),
+                    f["test_conf"].fmt(100, 1),
+                    f["train_acc"].fmt(100, 1),
+                    st.best_acc.fmt(100, 1),
+                    str(st.seeds),
+                ]
+            )
+    note = (
+        "Mean ± half-width of the 95 % t-interval over seeds, after the last epoch. "
+        "*Train accuracy is measured against what the model trained on: the noisy labels "
+        "under label noise, the noisy images under pixel noise. Confidence is the mean "
+        "max-softmax probability on the test set."
+    )
+    return head, rows, note
+
+
+def content(data: ReportData, paragraphs: list[list[str]], figures: list[FigureFile]) -> Content:
+    head, rows, note = table(data)
+    desc = data.study.description
+    return Content(
+        title=f"noisebench report: {data.study.name}",
+        subtitle=(desc + " — " if desc else "") + f"on {data.meta.get('dataset')}",
+        notices=notices(data),
+        paragraphs=paragraphs,
+        figures=figures,
+        table_head=head,
+        table_rows=rows,
+        table_note=note,
+        facts=facts(data),
+    )
+
+
+HTML = jinja2.Template(
+    """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy"
+      content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{ c.title }}</title>
+<style>
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1100px;
+       margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.5; }
+h1 { margin-bottom: 0.1em; } .subtitle { color: #555; margin-top: 0; }
+.notice { border: 3px solid #D55E00; background: #fff1e6; padding: 0.8em 1em;
+          margin: 1em 0; font-weight: 600; }
+.explanation p { margin: 0.4em 0; }
+figure { margin: 2em 0; } figure img { max-width: 100%; height: auto; display: block; }
+figcaption { color: #444; font-size: 0.92em; margin-top: 0.4em; }
+table { border-collapse: collapse; font-size: 0.9em; margin: 0.5em 0; }
+th, td { border-bottom: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+.facts th { text-align: left; vertical-align: top; white-space: nowrap; }
+.facts td { text-align: left; }
+.note { font-size: 0.85em; color: #555; }
+</style>
+</head>
+<body>
+<h1>{{ c.title }}</h1>
+<p class="subtitle">{{ c.subtitle }}</p>
+{% for n in c.notices %}<div class="notice" role="alert">{{ n }}</div>
+{% endfor %}
+<h2>What the measurements say</h2>
+<div class="explanation" id="explanation">
+{% for para in c.paragraphs %}<p>{{ para | join(" ") }}</p>
+{% endfor %}</div>
+<h2>Figures</h2>
+{% for f in c.figures %}<figure id="fig-{{ f.name }}">
+<figcaption><strong>Figure {{ loop.index }}: {{ f.title }}.</strong></figcaption>
+<img src="data:image/png;base64,{{ images[f.name] }}" style="width: {{ widths[f.name] }}px"
+     alt="Figure {{ loop.index }}: {{ f.title }}">
+<figcaption>{{ f.caption }}</figcaption>
+</figure>
+{% endfor %}
+<h2>Final metrics per setup and level</h2>
+<table id="final-table"><thead><tr>{% for h in c.table_head %}<th>{{ h }}</th>{% endfor %}</tr>
+</thead><tbody>
+{% for row in c.table_rows %}<tr>{% for v in row %}<td>{{ v }}</td>{% endfor %}</tr>
+{% endfor %}</tbody></table>
+<p class="note">{{ c.table_note }}</p>
+<h2>Data and configuration</h2>
+<table class="facts">
+{% for k, v in c.facts %}<tr><th>{{ k }}</th><td>{{ v }}</td></tr>
+{% endfor %}</table>
+<p class="note">Generated by noisebench from results.sqlite alone. Figures are also in
+figures/ as PNG and SVG.</p>
+</body>
+</html>
+""",
+    autoescape=True,
+)
+
+
+def png_size(blob: bytes) -> tuple[int, int]:
+    """Width and height from a PNG's IHDR chunk."""
+    return int.from_bytes(blob[16:20], "big"), int.from_bytes(blob[20:24], "big")
+
+
+def write_html(c: Content, path: Path, css_per_png_px: float = 0.7) -> Path:
+    """Figures are shown at 0.7 CSS px per PNG px (about 105 dpi): sharp and not oversized."""
+    images, widths = {}, {}
+    for f in c.figures:
+        blob = f.png.read_bytes()
+        images[f.name] = base64.b64encode(blob).decode("ascii")
+        widths[f.name] = round(png_size(blob)[0] * css_per_png_px)
+    path.write_text(HTML.render(c=c, images=images, widths=widths), encoding="utf-8")
+    return path
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def write_markdown(c: Content, path: Path, figures_dir: str = "figures") -> Path:
+    lines = [f"# {c.title}", "", f"_{c.subtitle}_", ""]
+    for n in c.notices:
+        lines += [f"> **{n}**", ""]
+    lines += ["## What the measurements say", ""]
+    for para in c.paragraphs:
+        lines += [" ".join(para), ""]
+    lines += ["## Figures", ""]
+    for i, f in enumerate(c.figures, 1):
+        lines += [
+            f"### Figure {i}: {f.title}",
+            "",
+            f"![{f.title}]({figures_dir}/{f.png.name})",
+            "",
+            f"{f.caption} ([SVG]({figures_dir}/{f.svg.name}))",
+            "",
+        ]
+    lines += ["## Final metrics per setup and level", ""]
+    lines += ["| " + " | ".join(c.table_head) + " |", "|" + "---|" * len(c.table_head)]
+    lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in c.table_rows]
+    lines += ["", c.table_note, "", "## Data and configuration", ""]
+    lines += [f"- **{k}**: {v}" for k, v in c.facts]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
