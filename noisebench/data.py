@@ -1,9 +1,27 @@
-"""Datasets: find, download, validate and load MNIST-shaped IDX data as CPU tensors.
+"""Datasets: find, download, validate and load MNIST-shaped IDX data, or a folder of images,
+as CPU tensors.
 
 Lookup order for a dataset NAME (see `load_dataset`): an explicit `data_dir` only; otherwise
 `$NOISEBENCH_DATA/NAME`, the cache (`cache_dir()/NAME`), `/usr/share/datasets/NAME`, and at
 last a download into the cache. Local copies are checked by structure (their gz bytes may
 differ from the official ones); downloads are checked against the published md5 hashes.
+
+The name `folder` (not in the registry) means "the image folder at `data_dir`", one of:
+
+- one subfolder per class (`DIR/cat/*.png`, `DIR/dog/*.jpg`): split per class into
+  train/test, 80/20 (`FOLDER_TEST_FRACTION`; at least one image of each class on each side),
+  with the fixed seed `FOLDER_SEED`, so the same files always give the same split;
+- partitions `DIR/train/`, `DIR/test/` and optionally `DIR/valid/` (or `DIR/val/`), each
+  holding the same class subfolders. A valid/ partition is kept apart as `Dataset.valid_x` /
+  `valid_y`, never merged into train. Other entries next to the partitions are ignored.
+
+A folder counts as partitioned as soon as it has a `train/` or a `test/` subfolder. Class
+names are the class subfolder names, sorted; images may sit at any depth inside their class
+folder; hidden files and folders (".name") and files that are not images are skipped. Every
+image (png, jpg/jpeg, bmp, gif, webp, tif/tiff, pgm/ppm/pbm) is read with Pillow, turned
+upright by its EXIF orientation, converted to grey (or RGB for `channels=3`; alpha is
+dropped, 16-bit grey is scaled to 8 bits, an animation gives its first frame), stretched to
+`image_size` (H, W) with bilinear resampling, and flattened, channel-first for RGB.
 """
 
 from __future__ import annotations
@@ -18,14 +36,16 @@ import os
 import struct
 import sys
 import zlib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pooch
 import requests
 import torch
+from PIL import Image, ImageOps
 
 from noisebench.errors import DataError, DataUnavailable
 
@@ -44,6 +64,14 @@ SAMPLE_TEST_PER_CLASS = 100
 SAMPLE_SEED = 0
 
 DIGITS = tuple(str(d) for d in range(10))
+
+FOLDER_NAME = "folder"  # load_dataset(FOLDER_NAME, data_dir=DIR): the image folder at DIR
+FOLDER_TEST_FRACTION = 0.2
+FOLDER_SEED = 0
+IMAGE_EXTENSIONS = (
+    ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm", ".ppm", ".pbm"
+)  # fmt: skip
+CHANNELS = (1, 3)
 
 
 @dataclass(frozen=True)
@@ -138,7 +166,12 @@ DATASETS: dict[str, DatasetInfo] = {
 
 @dataclass(frozen=True)
 class Dataset:
-    """A loaded dataset: flattened uint8 images and int64 labels, on the CPU."""
+    """A loaded dataset: flattened uint8 images and int64 labels, on the CPU.
+
+    Each row of `*_x` holds `num_features` = channels·H·W bytes; RGB rows are channel-first,
+    so `x.view(-1, channels, H, W)` gives the images back. `valid_x`/`valid_y` exist only for
+    an image folder with a valid/ partition; the training engine does not use them.
+    """
 
     name: str
     source: str
@@ -148,6 +181,9 @@ class Dataset:
     test_y: torch.Tensor
     image_shape: tuple[int, int]
     class_names: tuple[str, ...]
+    channels: int = 1
+    valid_x: torch.Tensor | None = None
+    valid_y: torch.Tensor | None = None
 
     @property
     def num_classes(self) -> int:
@@ -155,12 +191,16 @@ class Dataset:
 
     @property
     def num_features(self) -> int:
-        return self.image_shape[0] * self.image_shape[1]
+        return self.channels * self.image_shape[0] * self.image_shape[1]
 
     def fingerprint(self) -> str:
-        """Short sha256 (16 hex chars) over the shapes, dtypes and bytes of the four tensors."""
+        """Short sha256 (16 hex chars) over the shapes, dtypes and bytes of the four tensors
+        (six when a validation partition is present)."""
         digest = hashlib.sha256()
-        for tensor in (self.train_x, self.train_y, self.test_x, self.test_y):
+        tensors = [self.train_x, self.train_y, self.test_x, self.test_y]
+        if self.valid_x is not None and self.valid_y is not None:
+            tensors += [self.valid_x, self.valid_y]
+        for tensor in tensors:
             array = tensor.detach().cpu().contiguous().numpy()
             digest.update(f"{array.dtype.str}{array.shape};".encode())
             digest.update(array.tobytes())
@@ -224,7 +264,10 @@ def _info(name: str) -> DatasetInfo:
     try:
         return DATASETS[name]
     except KeyError:
-        raise DataError(f"unknown dataset '{name}' (known: {', '.join(DATASETS)})") from None
+        raise DataError(
+            f"unknown dataset '{name}' (known: {', '.join(DATASETS)}; "
+            f"or '{FOLDER_NAME}' for an image folder given as the data directory)"
+        ) from None
 
 
 def _idx_file(directory: Path, gz_name: str) -> Path | None:
@@ -271,7 +314,10 @@ def _explicit_dir(name: str, data_dir: Path) -> Path | None:
 
 
 def locate(name: str, data_dir: Path | None = None) -> Path | None:
-    """The first directory holding all four IDX files of `name` (the csv for mnist-sample)."""
+    """The first directory holding all four IDX files of `name` (the csv for mnist-sample);
+    for `folder`, `data_dir` itself if it is an image folder."""
+    if name == FOLDER_NAME:
+        return Path(data_dir) if data_dir is not None and is_image_folder(data_dir) else None
     if _info(name).bundled:
         return _sample_csv()
     if data_dir is not None:
@@ -426,12 +472,32 @@ def stratified_split(
 
     Both index arrays come in a fixed shuffled order, so no split is sorted by class.
     """
+    return _stratified(labels, lambda size: test_per_class, seed)
+
+
+def stratified_fraction_split(
+    labels: np.ndarray, test_fraction: float = FOLDER_TEST_FRACTION, seed: int = FOLDER_SEED
+) -> tuple[np.ndarray, np.ndarray]:
+    """Like `stratified_split`, but each class gives `test_fraction` of its rows to the test
+    split (rounded half up), and at least one row to each split; classes need 2 rows or more.
+    """
+
+    def test_count(size: int) -> int:
+        return min(size - 1, max(1, int(np.floor(size * test_fraction + 0.5))))
+
+    return _stratified(labels, test_count, seed)
+
+
+def _stratified(
+    labels: np.ndarray, test_count: Callable[[int], int], seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     train, test = [], []
     for label in np.unique(labels):
         rows = rng.permutation(np.flatnonzero(labels == label))
-        test.append(rows[:test_per_class])
-        train.append(rows[test_per_class:])
+        count = test_count(len(rows))
+        test.append(rows[:count])
+        train.append(rows[count:])
     return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
 
 
@@ -469,8 +535,289 @@ def _load_sample(info: DatasetInfo) -> Dataset:
     )
 
 
-def load_dataset(name: str, data_dir: Path | None = None, download: bool = True) -> Dataset:
-    """Load `name` from `data_dir` only if given, else by the lookup order (see module doc)."""
+# --- image folders ---------------------------------------------------------------------------
+
+
+def _is_image_name(name: str) -> bool:
+    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _subfolders(directory: Path) -> list[Path]:
+    """The visible (not ".name") subfolders of `directory`, sorted by name."""
+    return sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _loose_images(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if _is_image_name(p.name) and p.is_file())
+
+
+def _walk_images(directory: Path) -> Iterator[Path]:
+    """Image files at any depth under `directory`, in sorted order; hidden entries skipped."""
+    for root, dirs, files in os.walk(directory):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if _is_image_name(name):
+                yield Path(root) / name
+
+
+def _partitions(root: Path) -> dict[str, Path] | None:
+    """{"train", "test"[, "valid"]} -> folder for a partitioned image folder; None if per-class."""
+    names = {p.name for p in _subfolders(root)}
+    if not names & {"train", "test"}:
+        return None
+    for have, lacks in (("train", "test"), ("test", "train")):
+        if lacks not in names:
+            raise DataError(
+                f"{root}: has {have}/ but no {lacks}/ (a partitioned image folder needs train/ "
+                "and test/, each holding one subfolder per class; valid/ is optional)"
+            )
+    found = {"train": root / "train", "test": root / "test"}
+    valid = [name for name in ("valid", "val") if name in names]
+    if len(valid) == 2:
+        raise DataError(f"{root}: has both valid/ and val/; keep one validation partition")
+    if valid:
+        found["valid"] = root / valid[0]
+    return found
+
+
+def is_image_folder(path: str | Path) -> bool:
+    """Whether `path` is (or claims to be) an image folder: it has train/ and test/ subfolders,
+    or a visible subfolder holding an image file at any depth."""
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    subfolders = _subfolders(path)
+    if {"train", "test"} <= {p.name for p in subfolders}:
+        return True
+    return any(next(_walk_images(folder), None) is not None for folder in subfolders)
+
+
+def _scan_classes(directory: Path) -> dict[str, list[Path]]:
+    """Class name -> its image files, for a folder holding one subfolder per class."""
+    classes = {folder.name: list(_walk_images(folder)) for folder in _subfolders(directory)}
+    loose = _loose_images(directory)
+    if not any(classes.values()):
+        if loose:
+            raise DataError(
+                f"{directory}: {len(loose)} images lie directly in it (e.g. {loose[0].name}) but "
+                "none in class subfolders; put each class's images in a subfolder named after it"
+            )
+        raise DataError(
+            f"{directory}: no images found (expected one subfolder of images per class, or "
+            f"train/ and test/ each holding class subfolders; image types: "
+            f"{', '.join(ext[1:] for ext in IMAGE_EXTENSIONS)})"
+        )
+    if loose:
+        raise DataError(
+            f"{loose[0]}: image outside any class subfolder (move it into its class's folder)"
+        )
+    for name, files in classes.items():
+        if not files:
+            raise DataError(f"{directory / name}: class folder holds no images")
+    return classes
+
+
+def _check_class_count(root: Path, classes: Sequence[str]) -> None:
+    if len(classes) < 2:
+        raise DataError(
+            f"{root}: found {len(classes)} class ({', '.join(classes)}); a classifier needs "
+            "at least 2 class subfolders"
+        )
+
+
+def _check_same_classes(root: Path, train: Sequence[str], other: Sequence[str], part: str) -> None:
+    """Every partition must hold exactly the train/ classes."""
+    if extra := sorted(set(other) - set(train)):
+        raise DataError(
+            f"{root}: class{'es' if len(extra) > 1 else ''} {', '.join(extra)} "
+            f"{'are' if len(extra) > 1 else 'is'} in {part}/ but not in train/"
+        )
+    if missing := sorted(set(train) - set(other)):
+        raise DataError(
+            f"{root}: class sets differ between train/ and {part}/: "
+            f"{', '.join(missing)} {'are' if len(missing) > 1 else 'is'} missing from {part}/"
+        )
+
+
+def _read_image(path: Path, image_size: tuple[int, int], channels: int) -> np.ndarray:
+    """One image file as a flat uint8 vector of channels·H·W values (see the module doc)."""
+    height, width = image_size
+    mode = "L" if channels == 1 else "RGB"
+    try:
+        with Image.open(path) as opened:
+            side = max(height, width)
+            opened.draft(mode, (side, side))  # JPEG only: decode at a reduced scale
+            image = ImageOps.exif_transpose(opened)
+            if image.mode == "I" or image.mode.startswith("I;16"):  # 16-bit grey
+                scaled = np.asarray(image, dtype=np.float64) / 257
+                image = Image.fromarray(scaled.round().clip(0, 255).astype(np.uint8))
+            image = image.convert(mode)
+            if image.size != (width, height):
+                image = image.resize((width, height), Image.Resampling.BILINEAR)
+            pixels = np.asarray(image, dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise DataError(f"{path}: not a readable image ({_one_line(exc)})") from None
+    return pixels.transpose(2, 0, 1).reshape(-1) if channels == 3 else pixels.reshape(-1)
+
+
+def _read_images(paths: Sequence[Path], image_size: tuple[int, int], channels: int) -> np.ndarray:
+    """[len(paths), channels·H·W] uint8; decoded on a few threads (Pillow frees the GIL)."""
+    out = np.empty((len(paths), channels * image_size[0] * image_size[1]), dtype=np.uint8)
+    pool = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1))
+    try:
+        for row, pixels in enumerate(
+            pool.map(lambda path: _read_image(path, image_size, channels), paths)
+        ):
+            out[row] = pixels
+    finally:
+        pool.shutdown(cancel_futures=True)  # a bad file stops the rest from being decoded
+    return out
+
+
+def _partition_arrays(
+    files: dict[str, list[Path]],
+    class_names: Sequence[str],
+    image_size: tuple[int, int],
+    channels: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(images, labels) of one partition, in sorted file order."""
+    paths = [path for name in class_names for path in files[name]]
+    labels = np.repeat(
+        np.arange(len(class_names), dtype=np.int64), [len(files[n]) for n in class_names]
+    )
+    return _read_images(paths, image_size, channels), labels
+
+
+def load_image_folder(
+    path: str | Path, image_size: Sequence[int] = IMAGE_SHAPE, channels: int = 1
+) -> Dataset:
+    """The image folder at `path` as a Dataset named `folder:<folder name>` (see module doc).
+
+    Deterministic: the same files give the same tensors, in a fixed shuffled row order (never
+    sorted by class) for every split.
+    """
+    size = _image_options(image_size, channels)
+    root = Path(path).expanduser().resolve()
+    if not root.is_dir():
+        raise DataUnavailable(f"image folder {path} not found (or not a directory)")
+    parts = _partitions(root)
+    if parts is None:
+        classes = _scan_classes(root)
+        class_names = sorted(classes)
+        _check_class_count(root, class_names)
+        for name in class_names:
+            if len(classes[name]) < 2:
+                raise DataError(
+                    f"{root / name}: class has 1 image; splitting it into train and test "
+                    "needs at least 2"
+                )
+        images, labels = _partition_arrays(classes, class_names, size, channels)
+        train, test = stratified_fraction_split(labels)
+        split = {"train": (images[train], labels[train]), "test": (images[test], labels[test])}
+    else:
+        scanned = {part: _scan_classes(folder) for part, folder in parts.items()}
+        class_names = sorted(scanned["train"])
+        _check_class_count(parts["train"], class_names)
+        for part in ("test", "valid"):
+            if part in scanned:
+                _check_same_classes(root, class_names, list(scanned[part]), parts[part].name)
+        rng = np.random.default_rng(FOLDER_SEED)
+        split = {}
+        for part, files in scanned.items():
+            images, labels = _partition_arrays(files, class_names, size, channels)
+            order = rng.permutation(len(labels))
+            split[part] = (images[order], labels[order])
+
+    def tensors(part: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if part not in split:
+            return None, None
+        return torch.from_numpy(split[part][0]), torch.from_numpy(split[part][1])
+
+    (train_x, train_y), (test_x, test_y) = tensors("train"), tensors("test")
+    valid_x, valid_y = tensors("valid")
+    assert train_x is not None and train_y is not None and test_x is not None
+    assert test_y is not None
+    return Dataset(
+        name=f"{FOLDER_NAME}:{root.name}",
+        source=str(root),
+        train_x=train_x,
+        train_y=train_y,
+        test_x=test_x,
+        test_y=test_y,
+        image_shape=size,
+        class_names=tuple(class_names),
+        channels=channels,
+        valid_x=valid_x,
+        valid_y=valid_y,
+    )
+
+
+def _image_options(image_size: Sequence[int], channels: int) -> tuple[int, int]:
+    """`image_size` as (H, W) ints, after checking it and `channels`."""
+    size = tuple(image_size) if isinstance(image_size, Sequence) else ()
+    if len(size) != 2 or not all(
+        isinstance(v, int | np.integer) and not isinstance(v, bool) and v > 0 for v in size
+    ):
+        raise DataError(f"image size must be two positive integers (H, W), got {image_size!r}")
+    if channels not in CHANNELS:
+        raise DataError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}")
+    return int(size[0]), int(size[1])
+
+
+def _reshape_idx(ds: Dataset, image_size: tuple[int, int], channels: int) -> Dataset:
+    """A 28x28 grey dataset at another size (bilinear, as for image folders) or as RGB."""
+    if (image_size, channels) == (ds.image_shape, ds.channels):
+        return ds
+    height, width = image_size
+
+    def convert(x: torch.Tensor) -> torch.Tensor:
+        images = x.numpy().reshape(len(x), *ds.image_shape)
+        out = np.empty((len(x), channels, height, width), dtype=np.uint8)
+        for row, pixels in enumerate(images):
+            image = Image.fromarray(pixels)
+            if image.size != (width, height):
+                image = image.resize((width, height), Image.Resampling.BILINEAR)
+            out[row] = np.asarray(image, dtype=np.uint8)  # broadcast over channels
+        return torch.from_numpy(out.reshape(len(x), -1))
+
+    return replace(
+        ds,
+        train_x=convert(ds.train_x),
+        test_x=convert(ds.test_x),
+        image_shape=image_size,
+        channels=channels,
+    )
+
+
+def load_dataset(
+    name: str,
+    data_dir: Path | None = None,
+    download: bool = True,
+    *,
+    image_size: Sequence[int] = IMAGE_SHAPE,
+    channels: int = 1,
+) -> Dataset:
+    """Load `name` from `data_dir` only if given, else by the lookup order (see module doc).
+
+    `name` "folder" loads the image folder at `data_dir` (required; see the module doc). A
+    registered name never loads an image folder: if `data_dir` lacks its IDX files but is an
+    image folder, that is an error (not DataUnavailable, so nothing falls back to the sample)
+    that points to "folder". `image_size` (H, W) and `channels` (1 grey, 3 RGB) set the shape
+    of every dataset: image folders are resized to it; the 28x28 grey IDX and sample data are
+    returned unchanged at the defaults, else resized the same way (grey copied to 3 channels).
+    """
+    size = _image_options(image_size, channels)
+    if name == FOLDER_NAME:
+        if data_dir is None:
+            raise DataError(
+                f"dataset '{FOLDER_NAME}' needs a data directory: the image folder to load "
+                "(--data-dir PATH)"
+            )
+        return load_image_folder(data_dir, size, channels)
+    return _reshape_idx(_load_registered(name, data_dir, download), size, channels)
+
+
+def _load_registered(name: str, data_dir: Path | None, download: bool) -> Dataset:
     info = _info(name)
     if info.bundled:
         return _load_sample(info)
@@ -478,6 +825,11 @@ def load_dataset(name: str, data_dir: Path | None = None, download: bool = True)
         data_dir = Path(data_dir)
         directory = _explicit_dir(name, data_dir)
         if directory is None:
+            if is_image_folder(data_dir):
+                raise DataError(
+                    f"{data_dir} is an image folder, not the IDX files of dataset '{name}'; "
+                    f"load it as dataset '{FOLDER_NAME}' (--dataset {FOLDER_NAME})"
+                )
             raise DataUnavailable(
                 f"dataset '{name}' not found in {data_dir}: "
                 f"missing {', '.join(_missing_files(data_dir))}"
