@@ -10,6 +10,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -33,7 +34,8 @@ def friendly(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except NoisebenchError as exc:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            message = escape(str(exc))  # "[ray]" in a message is text, not rich markup
+            console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             console.print("interrupted: finished runs are stored; rerun with --resume")
@@ -112,7 +114,7 @@ def run(
     preset: Annotated[str | None, typer.Option(help="A shipped study (see `presets`).")] = None,
     out: Annotated[Path | None, typer.Option(help="Results directory.")] = None,
     dataset: Annotated[str | None, typer.Option(help="Dataset name; never falls back.")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Directory with the IDX files.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="IDX files, or an image folder.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Override the study's epochs.")] = None,
     seeds: Annotated[str | None, typer.Option(help="Override seeds, e.g. 0,1,2.")] = None,
     device: Annotated[

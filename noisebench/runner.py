@@ -14,7 +14,7 @@ import torch
 
 from . import __version__, seeding
 from .backends import Backend, PackJob, make_backend
-from .data import Dataset, load_dataset
+from .data import FOLDER_NAME, Dataset, is_image_folder, load_dataset
 from .errors import DataUnavailable, NoisebenchError
 from .noise import PixelNoise, make_noise
 from .store import DB_NAME, Store
@@ -32,15 +32,15 @@ class DataChoice:
     fallback: bool
 
 
-def pick_device(name: str | None) -> torch.device:
-    """cuda when present, else cpu; an explicit name must be usable here."""
+def pick_device(name: str | None, here: bool = True) -> torch.device:
+    """cuda when present, else cpu; an explicit name must be usable here (when `here`)."""
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
         raise NoisebenchError(f"unknown device '{name}' (try cpu or cuda)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
+    if device.type == "cuda" and here and not torch.cuda.is_available():
         raise NoisebenchError(f"device '{name}' requested but CUDA is not available here")
     if device.type not in ("cpu", "cuda"):
         raise NoisebenchError(f"device '{name}' is not supported (use cpu or cuda)")
@@ -50,19 +50,26 @@ def pick_device(name: str | None) -> torch.device:
 def resolve_data(
     study: Study, dataset: str | None, data_dir: Path | None, warn: Warn
 ) -> DataChoice:
-    """The dataset to train on; only the default (nothing named) may fall back to the sample."""
+    """The dataset to train on; only the default (nothing named) may fall back to the sample.
+
+    A `data_dir` holding an image folder needs no dataset name.
+    """
+    shape = {"image_size": study.data.image_size, "channels": study.data.channels}
     explicit = dataset or study.dataset
+    if not explicit and data_dir is not None and is_image_folder(data_dir):
+        explicit = FOLDER_NAME
     if explicit:
-        return DataChoice(load_dataset(explicit, data_dir), explicit, False)
+        return DataChoice(load_dataset(explicit, data_dir, **shape), explicit, False)
     try:
-        return DataChoice(load_dataset(DEFAULT_DATASET, data_dir), DEFAULT_DATASET, False)
+        dataset_ = load_dataset(DEFAULT_DATASET, data_dir, **shape)
+        return DataChoice(dataset_, DEFAULT_DATASET, False)
     except DataUnavailable as exc:
         warn(
             f"{exc}. FALLING BACK to '{FALLBACK}' (5,000 real MNIST digits: 4,000 train / "
             "1,000 test). Results are NOT full-MNIST results; name a dataset with --dataset "
             "to forbid this."
         )
-        return DataChoice(load_dataset(FALLBACK), DEFAULT_DATASET, True)
+        return DataChoice(load_dataset(FALLBACK, **shape), DEFAULT_DATASET, True)
 
 
 def check_writable(out: Path) -> None:
@@ -137,7 +144,8 @@ def run_study(
     """
     out = Path(out)
     check_writable(out)
-    dev = pick_device(device)
+    # With ray the packs train on the cluster's machines: this one may have no GPU.
+    dev = pick_device(device, here=backend == "local")
     trainer = make_backend(backend, address)
     choice = resolve_data(study, dataset, data_dir, warn)
     data = choice.dataset
@@ -170,6 +178,7 @@ def run_study(
                 test_fingerprint=data.fingerprint(),
                 class_names=list(data.class_names),
                 image_shape=list(data.image_shape),
+                channels=data.channels,
                 created_at=time.time(),
             )
             for name, images in noise_examples(study, data).items():

@@ -43,6 +43,13 @@ class TrainSpec(Spec):
     epochs: Annotated[int, Field(gt=0)] = 10
 
 
+class DataSpec(Spec):
+    """How images become inputs: resized to `image_size` (H, W), grey (1) or RGB (3)."""
+
+    image_size: tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]] = (28, 28)
+    channels: Literal[1, 3] = 1
+
+
 class Setup(Spec):
     """One noise setup: a registered noise, its parameters, and optionally its own levels."""
 
@@ -67,6 +74,7 @@ class Study(Spec):
     dataset: str | None = None  # None: mnist, falling back to mnist-sample when offline
     seeds: list[int] = Field(default=[0, 1, 2], min_length=1)
     levels: list[Level] = Field(default=[0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0], min_length=1)
+    data: DataSpec = DataSpec()
     model: ModelSpec = ModelSpec()
     train: TrainSpec = TrainSpec()
     setups: list[Setup] = Field(min_length=1)

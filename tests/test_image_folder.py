@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ from PIL import Image
 
 from noisebench import data, runner
 from noisebench.errors import DataError, DataUnavailable
+from noisebench.report import write_report
 from noisebench.store import Store
 from noisebench.study import parse_study
 
@@ -359,13 +359,22 @@ def test_study_on_an_image_folder(pets, tmp_path):
     assert meta["class_names"] == ["cat", "dog", "emu"]
 
 
-def test_study_on_rgb_images_sizes_the_mlp_input(parts, tmp_path, monkeypatch):
-    # what the runner will pass once the study sets the image size and channels
-    load = functools.partial(data.load_dataset, image_size=(12, 10), channels=3)
-    monkeypatch.setattr(runner, "load_dataset", load)
-    out = runner.run_study(
-        parse_study(STUDY), tmp_path / "out", dataset="folder", data_dir=parts, device="cpu"
+def test_study_on_rgb_images_sizes_the_mlp_input_and_reports(parts, tmp_path):
+    study = parse_study(
+        {
+            **STUDY,
+            "data": {"image_size": [12, 10], "channels": 3},
+            "setups": [{"name": "p", "noise": "pixels.replace"}],
+        }
     )
+    out = runner.run_study(study, tmp_path / "out", data_dir=parts, device="cpu")
     with Store(out) as store:
         assert [r["status"] for r in store.runs()] == ["done", "done"]
-        assert store.meta()["image_shape"] == [12, 10]
+        meta = store.meta()
+        examples = store.array("study", "examples/p")
+    assert meta["image_shape"] == [12, 10] and meta["channels"] == 3
+    assert meta["dataset"] == "folder:parts"  # an image folder needs no --dataset
+    assert examples.shape[-1] == 3 * 12 * 10
+    paths = write_report(out)
+    assert "MLP 360" in paths["md"].read_text()
+    assert (out / "figures" / "examples.png").exists()

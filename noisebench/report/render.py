@@ -95,6 +95,7 @@ def facts(data: ReportData) -> list[tuple[str, str]]:
         else "no run finished yet"
     )
     versions = meta.get("versions") or {}
+    inputs = math.prod(meta.get("image_shape") or [0]) * meta.get("channels", 1)
     return [
         (
             "data used",
@@ -111,7 +112,7 @@ def facts(data: ReportData) -> list[tuple[str, str]]:
         ("seeds", ", ".join(str(s) for s in study.seeds)),
         (
             "model",
-            f"MLP {math.prod(data.meta.get('image_shape') or [0])} → "
+            f"MLP {inputs} → "
             f"{' → '.join(str(h) for h in study.model.hidden)} → {data.num_classes}, "
             f"{study.model.activation}, softmax + cross-entropy",
         ),

@@ -16,18 +16,17 @@ from .data import ReportData  # noqa: E402
 from .style import pct_label, setup_colour  # noqa: E402
 
 
-def mosaic(images: np.ndarray, side: int, gap: int = 2) -> tuple[np.ndarray, int]:
-    """[levels, n, side*side] uint8 -> one image, a row per level, tiles `gap` grey pixels
-    apart; also the tile pitch."""
-    levels, n, _ = images.shape
-    step = side + gap
-    out = np.full((levels * step - gap, n * step - gap), 70, dtype=np.uint8)
+def mosaic(images: np.ndarray, shape: tuple[int, int], gap: int = 2) -> tuple[np.ndarray, int]:
+    """[levels, n, C*H*W] uint8 -> one grey image, a row per level, tiles `gap` grey pixels
+    apart (colour images shown as their channel mean); also the row pitch."""
+    levels, n, features = images.shape
+    h, w = shape
+    tiles = images.reshape(levels, n, features // (h * w), h, w).mean(axis=2).astype(np.uint8)
+    out = np.full((levels * (h + gap) - gap, n * (w + gap) - gap), 70, dtype=np.uint8)
     for r in range(levels):
         for c in range(n):
-            out[r * step : r * step + side, c * step : c * step + side] = images[r, c].reshape(
-                side, side
-            )
-    return out, step
+            out[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = tiles[r, c]
+    return out, h + gap
 
 
 def examples(data: ReportData) -> Figure | None:
@@ -45,11 +44,11 @@ def examples(data: ReportData) -> Figure | None:
         squeeze=False,
     )
     for ax, (setup, imgs) in zip(axes[:, 0], blocks, strict=True):
-        side = int(round(math.sqrt(imgs.shape[-1])))
-        grid, step = mosaic(imgs, side)
+        h, w = data.meta.get("image_shape") or (28, 28)
+        grid, step = mosaic(imgs, (h, w))
         ax.imshow(grid, cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
         ax.set_yticks(
-            [r * step + side / 2 for r in range(len(imgs))], [pct_label(lv) for lv in setup.levels]
+            [r * step + h / 2 for r in range(len(imgs))], [pct_label(lv) for lv in setup.levels]
         )
         ax.set_xticks([])
         ax.grid(False)
