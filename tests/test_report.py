@@ -38,6 +38,7 @@ FIGURES = [
     "examples",
     "label_matrix",
     "best_vs_final",
+    "fits",
 ]
 TINY = {
     "name": "tiny",

@@ -46,6 +46,7 @@ class LevelStats:
     best_acc: Estimate  # each seed's best test accuracy over epochs
     best_epoch: float  # mean epoch (1-based) at which the best was reached
     drop: Estimate  # best minus final test accuracy, per seed
+    curves: dict[str, np.ndarray] = field(default_factory=dict)  # metric -> [seeds, epochs]
 
 
 @dataclass
@@ -167,6 +168,7 @@ def level_stats(slot: dict[str, list[list[float]]]) -> LevelStats:
         best_acc=estimate(bests),
         best_epoch=float(np.mean(best_epochs)) if best_epochs else float("nan"),
         drop=estimate(drops),
+        curves=arrays,
     )
 
 

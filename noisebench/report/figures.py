@@ -19,6 +19,8 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from ..summary import Estimate  # noqa: E402
 from .data import ReportData  # noqa: E402
+from .fitplot import fits_figure  # noqa: E402
+from .fits import MIN_FIT_EPOCHS  # noqa: E402
 from .seeing import examples, label_matrix  # noqa: E402
 from .style import DPI, STYLE, level_colour, pct_label, setup_colour  # noqa: E402
 
@@ -300,6 +302,18 @@ def _entries(data: ReportData) -> list[tuple[str, str, str, Callable[[], Figure 
             "the gap, per seed. A gap above zero means accuracy peaked and then fell (late "
             f"overfitting to the noise). {ci}",
             lambda: best_vs_final(data),
+        ),
+        (
+            "fits",
+            "Curve fits: where accuracy levels off, and whether the test loss turns up",
+            "Left: mean test accuracy per epoch (dots) and a logistic in the epoch fitted to it "
+            "(dashed, running on past the last epoch; its floor is chance), drawn only where the "
+            f"fit is good and the study has at least {MIN_FIT_EPOCHS} epochs. Right: the "
+            "least-squares slope of each seed's train (dashed, open squares) and test (solid) loss "
+            "over the last third of the epochs, mean over seeds with 95 % CI bars; a triangle "
+            "marks a test loss rising while the train loss falls, both CIs excluding zero "
+            "(the network fitting the noise).",
+            lambda: fits_figure(data),
         ),
     ]
 

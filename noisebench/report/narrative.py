@@ -4,10 +4,14 @@ Nothing here is canned: every number is read from the store, every ordering is d
 numbers, and a comparison whose 95 % confidence intervals overlap is worded as uncertain.
 `explain(data)` returns the sentences (at most MAX_SENTENCES) in reading order, and
 `paragraphs(data)` the same sentences grouped by topic. The "why" and "surprise" sentences
-live in findings.py.
+live in findings.py; the sentences on curve fits over epochs (late loss slopes, logistic
+plateaus) read the fits of fits.py.
 """
 
 from __future__ import annotations
+
+import math
+from typing import Any
 
 from .data import ReportData, SetupInfo
 from .findings import (
@@ -20,6 +24,7 @@ from .findings import (
     memorised_labels,
     plurality,
 )
+from .fits import POOR, PROBLEMS, accuracy_fits, slopes
 from .words import (
     acc,
     final_series,
@@ -35,6 +40,7 @@ from .words import (
 )
 
 MAX_SENTENCES = 20
+MORE_EPOCHS = 0.01  # a fitted plateau this far above the last epoch: more epochs would help
 
 
 # --- how fast things change -------------------------------------------------------------
@@ -142,6 +148,102 @@ def one_seed(data: ReportData) -> str | None:
     return None
 
 
+# --- over epochs: curve fits ------------------------------------------------------------------
+def _where(setup: str, level: float) -> str:
+    return "the clean baseline" if level == 0 else f"{setup} at X = {x(level)}"
+
+
+def _once(found: dict[tuple[str, float], Any]) -> list[tuple[str, float, Any]]:
+    """(setup, level, value) in study order, the shared clean baseline only once."""
+    out, seen_clean = [], False
+    for (setup, level), value in sorted(found.items(), key=lambda kv: kv[0][1]):
+        if level == 0:
+            if seen_clean:
+                continue
+            seen_clean = True
+        out.append((setup, level, value))
+    return out
+
+
+def rate(value: float) -> str:
+    """A per-epoch change with two significant digits, never in scientific notation."""
+    if value == 0 or not math.isfinite(value):
+        return f"{value:.2f}"
+    return f"{value:.{max(2, 1 - math.floor(math.log10(abs(value))))}f}"
+
+
+def late_overfitting(data: ReportData) -> str | None:
+    """Test loss rising while train loss falls over the last epochs (fitted slopes)."""
+    found = _once(slopes(data))
+    if not found:
+        return None
+    n = found[0][2].window
+    sure = [f for f in found if f[2].overfitting]
+    leaning = [f for f in found if f[2].leaning]
+    if sure or leaning:
+        setup, lv, s = max(sure or leaning, key=lambda f: f[2].test.mean)
+        text = (
+            f"Over the last {n} epochs the test loss of {_where(setup, lv)} rises by "
+            f"{rate(s.test.mean)} nats per epoch while its train loss falls by "
+            f"{rate(-s.train.mean)}"
+        )
+        what = "overfitting its training set" if lv == 0 else "fitting the noise"
+        if not sure:
+            why = "with one seed there are no CIs" if not s.certain else "a 95 % CI includes zero"
+            return text + f", but {why}, so whether the network is {what} there is uncertain."
+        others = len(sure) - 1
+        also = f" ({others} other setup × level {'shows' if others == 1 else 'show'} it too)"
+        return text + f" (95 % CIs exclude zero): the network is {what}{also if others else ''}."
+    setup, lv, s = max(found, key=lambda f: f[2].test.mean)
+    return (
+        f"Over the last {n} epochs no test loss rises while its train loss falls, so no setup × "
+        f"level shows late overfitting in the loss (steepest late test-loss slope: "
+        f"{'+' if s.test.mean > 0 else ''}{rate(s.test.mean)} nats per epoch, "
+        f"{_where(setup, lv)})."
+    )
+
+
+def plateaus(data: ReportData) -> str | None:
+    """Where the fitted logistic says test accuracy levels off, against the last epoch."""
+    found = _once(accuracy_fits(data))
+    if not found:
+        return None
+    good = [f for f in found if f[2].ok]
+    bad = [f for f in found if not f[2].ok]
+    if bad:
+        setup, lv, fit = min(bad, key=lambda f: (PROBLEMS.index(f[2].problem), -f[1]))
+        r2 = f", R² = {fit.r2:.2f}" if fit.problem == POOR else ""
+        poor = (
+            f"{len(bad)} of {len(found)} curves are not fitted well enough to say (e.g. "
+            f"{_where(setup, lv)} {fit.problem}{r2})"
+        )
+    if not good:
+        return f"No test-accuracy curve is well described by a logistic in the epoch: {poor}."
+    setup, lv, fit = max(good, key=lambda f: f[2].gain)
+    text = (
+        f"A logistic fitted to the mean test-accuracy curve of {_where(setup, lv)} levels off at "
+        f"{acc(fit.plateau)} (95 % CI ± {pts(fit.plateau_half)}, R² = {fit.r2:.2f}), "
+    )
+    if fit.gain > max(fit.plateau_half, MORE_EPOCHS):
+        text += (
+            f"{pts(fit.gain)} above the last epoch's {acc(fit.last)}: more epochs would still "
+            "help there"
+        )
+    elif fit.gain > MORE_EPOCHS:
+        text += (
+            f"{pts(fit.gain)} above the last epoch's {acc(fit.last)}, but that is within the "
+            "plateau's 95 % CI, so more epochs may or may not help"
+        )
+    else:
+        text = (
+            f"Logistic fits of the mean test-accuracy curves put no plateau more than "
+            f"{pts(MORE_EPOCHS)} above the last epoch at any of the {len(good)} well-fitted "
+            f"setup × levels (largest: {'+' if fit.gain > 0 else ''}{pts(fit.gain)} for "
+            f"{_where(setup, lv)}), so by these fits more epochs would add little"
+        )
+    return text + (f"; {poor}." if bad else ".")
+
+
 TOPICS = ("how fast", "which hurts more", "why", "surprises")
 
 
@@ -170,6 +272,8 @@ def _ranked(data: ReportData) -> list[tuple[int, str, str | None]]:
         ]
     out += [(2, "surprises", beats_baseline(data)), (2, "surprises", memorisation(data))]
     out += [(3, "surprises", memorised_labels(data, setup)) for setup in labels]
+    out.append((3, "how fast", plateaus(data)))
+    out.append((2, "surprises", late_overfitting(data)))
     out.append((3, "surprises", divergence(data)))
     return out
 
