@@ -1,7 +1,8 @@
 """Noise models: a registry of small classes with validated parameters.
 
-Label noises corrupt the training labels once, before training. Pixel noises corrupt each
-training batch at every step. Neither ever touches the test set.
+Label noises corrupt the training labels once, before training. Pixel noises (pixels.* and
+images.*) corrupt each training batch at every step, or with `fixed` once per example. Neither
+ever touches the test set.
 """
 
 from typing import Any
@@ -10,12 +11,20 @@ from pydantic import ValidationError
 
 from ..errors import StudyError
 from .base import LabelNoise, LabelNoiseResult, Noise, PixelNoise
-from .labels import LabelUniform
+from .inputs import ImageRandom, PixelGaussian, PixelSaltPepper, PixelShuffle
+from .labels import LabelFeature, LabelMatrix, LabelPairFlip, LabelUniform
 from .pixels import PixelReplace
 
 NOISES: dict[str, type[Noise]] = {
     "labels.uniform": LabelUniform,
+    "labels.pairflip": LabelPairFlip,
+    "labels.matrix": LabelMatrix,
+    "labels.feature": LabelFeature,
     "pixels.replace": PixelReplace,
+    "pixels.gaussian": PixelGaussian,
+    "pixels.saltpepper": PixelSaltPepper,
+    "pixels.shuffle": PixelShuffle,
+    "images.random": ImageRandom,
 }
 
 

@@ -25,6 +25,9 @@ class LabelNoiseResult:
 class LabelNoise(Noise):
     """Corrupts training labels once, before training."""
 
+    def prepare(self, train_x: torch.Tensor, train_y: torch.Tensor, seed: int) -> None:
+        """See the clean training set (uint8 [N, F], int64 [N]) of run `seed` before corrupt()."""
+
     def corrupt(
         self, labels: torch.Tensor, num_classes: int, level: float, gen: torch.Generator
     ) -> LabelNoiseResult:
@@ -32,7 +35,13 @@ class LabelNoise(Noise):
 
 
 class PixelNoise(Noise):
-    """Corrupts every training batch, freshly at every step."""
+    """Corrupts every training batch, freshly at every step, or, with `fixed`, once per example.
+
+    With `fixed` the engine trains on fix()'s pre-noised copy of the training set instead of
+    calling apply() at every step, so each example carries the same noise at every epoch.
+    """
+
+    fixed: bool = False
 
     def fit(self, train_x: torch.Tensor) -> None:
         """Learn what the noise needs from the training images (uint8 [N, F])."""
@@ -42,3 +51,18 @@ class PixelNoise(Noise):
     ) -> torch.Tensor:
         """Noisy copy of `x` (float [R, B, F] in [0, 1]); run r uses levels[r] and gens[r]."""
         raise NotImplementedError
+
+    def fix(
+        self, train_x: torch.Tensor, level: float, gen: torch.Generator, chunk: int = 4096
+    ) -> torch.Tensor:
+        """Noisy uint8 copy of the training set (uint8 [N, F]), drawn once from `gen`.
+
+        Call fit() first. Values are rounded to the nearest of the 256 byte levels.
+        """
+        out = torch.empty_like(train_x)
+        levels = torch.tensor([float(level)], device=train_x.device)
+        for start in range(0, len(train_x), chunk):
+            x = train_x[start : start + chunk].float().div_(255).unsqueeze(0)
+            noisy = self.apply(x, levels, [gen])[0]
+            out[start : start + chunk] = noisy.mul_(255).round_().clamp_(0, 255).to(torch.uint8)
+        return out
