@@ -284,7 +284,7 @@ def _entries(data: ReportData) -> list[tuple[str, str, str, Callable[[], Figure 
         (
             "examples",
             "What the network sees: pixel noise",
-            f"The same training digits at each pixel-noise level (one draw of the noise; "
+            f"The same training images at each pixel-noise level (one draw of the noise; "
             f"{redraw}).",
             lambda: examples(data),
         ),

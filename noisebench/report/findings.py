@@ -38,7 +38,7 @@ def changed_pixels(data: ReportData, setup: SetupInfo) -> str | None:
     if images is not None and setup.levels and setup.levels[0] == 0 and same_distribution:
         background = float((images[0] == 0).mean())
         text += (
-            f", because {acc(background)} of a clean digit's pixels are background and values "
+            f", because {acc(background)} of a clean image's pixels are background and values "
             "drawn from the data's own pixel distribution are mostly background too"
         )
     return text + f", so at X = {x(mid)} only about {acc(mid * share)} of each image differs."
@@ -53,7 +53,7 @@ def confidence(data: ReportData, labels: SetupInfo, others: list[SetupInfo]) -> 
     a1, c1 = st.final["test_acc"].mean, st.final["test_conf"].mean
     text = (
         f"At X = {x(lv)}, the models trained with {labels.name} are still right on {acc(a1)} "
-        f"of test digits but their mean confidence (max softmax) is only {acc(c1)}"
+        f"of test images but their mean confidence (max softmax) is only {acc(c1)}"
     )
     expected = true_label_share(data, labels, lv)
     if expected is not None:
