@@ -12,9 +12,7 @@ What a step costs, and why it is written this way (bench/PERFORMANCE.md has the 
 - Images stay uint8 until the batch is gathered; the 1/255 scaling is folded into the first
   layer's matmuls (`alpha`), so pixels are never rescaled.
 - Pixel noise costs one 16-bit draw and one table lookup per pixel (see noise/pixels.py);
-  runs are ordered so that noisy runs are contiguous slices. With numba installed, gathering
-  a row, noising it and converting it to float is one fused pass (the same numbers as the
-  torch ops it replaces, which are used otherwise).
+  runs are ordered so that noisy runs are contiguous slices.
 - Logits are computed transposed, [R, C, b]: softmax over a short middle axis is ~20x faster
   on CPU than over a short last axis. Scratch tensors are reused across steps.
 - Evaluation runs the whole pack at once: the shared test images are a stride-0 batch
@@ -37,13 +35,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from . import seeding
 from .data import Dataset
 from .noise import LabelNoise, LabelNoiseResult, PixelNoise, make_noise
-from .noise.pixels import PixelReplace, fused_kernels
+from .noise.pixels import PixelReplace
 from .study import ModelSpec, RunSpec, TrainSpec
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -153,7 +150,6 @@ class _Optimizer:
         self.params = [*weights, *biases]
         self.adam = spec.optimizer == "adam"
         self.step_count = 0
-        self._ones_row: torch.Tensor | None = None
         names = ("exp_avg", "exp_avg_sq", "grads") if self.adam else ("momentum",)
         self.state = state or {name: [torch.zeros_like(p) for p in self.params] for name in names}
 
@@ -175,25 +171,17 @@ class _Optimizer:
         """Take in the gradient aᵀg·alpha of weights[layer] and its bias gradient Σ_b g
         (g: [R, b, out]); `finish_step` applies them."""
         nb = len(self.weights)
-        ones = self._ones(g)
         if self.adam:
             grads = self.state["grads"]
             torch.bmm(a.mT, g, out=grads[layer])
             if alpha != 1.0:
                 grads[layer].mul_(alpha)
-            torch.bmm(ones, g, out=grads[nb + layer])
+            torch.sum(g, 1, keepdim=True, out=grads[nb + layer])
             return
         m = self.spec.momentum
         momentum = self.state["momentum"]
         momentum[layer].baddbmm_(a.mT, g, beta=m, alpha=alpha)
-        momentum[nb + layer].baddbmm_(ones, g, beta=m)  # the bias gradient is 1ᵀg
-
-    def _ones(self, g: torch.Tensor) -> torch.Tensor:
-        """[R, 1, b] of ones (one stride-0 row) to sum g over the batch with a matmul."""
-        runs, b = g.shape[0], g.shape[1]
-        if self._ones_row is None or self._ones_row.shape[-1] != b:
-            self._ones_row = torch.ones(1, 1, b, dtype=g.dtype, device=g.device)
-        return self._ones_row.expand(runs, 1, b)
+        momentum[nb + layer].mul_(m).add_(g.sum(1, keepdim=True))
 
     def finish_step(self) -> None:
         """Apply every parameter's update (all gradients of the step are in)."""
@@ -346,7 +334,6 @@ def _pixel_groups(
             elif isinstance(noise, PixelReplace):
                 unit = None if noise.byte_values else 255.0  # uint8 or float table
                 prepared = noise.prepare(levels, train_x.shape[1], unit, train_x.device)
-                fused_kernels()  # compile (or find missing) now, not in a shard's thread
             out.append(
                 PixelGroup(
                     noise=noise,
@@ -381,9 +368,6 @@ class _Trainer:
         self._buffers: dict[str, torch.Tensor] = {}
         self.noise_s = 0.0  # time spent on pixel noise, when timing is on
         self.timing = False
-        # numba kernels that gather, noise and convert in one pass (CPU, when installed)
-        self.kernels = fused_kernels() if train_x.device.type == "cpu" else None
-        self._train_np = train_x.numpy() if self.kernels is not None else None
 
     def _buffer(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         """A scratch tensor reused across steps: filling a multi-megabyte buffer again is
@@ -397,60 +381,35 @@ class _Trainer:
     def batch(self, idx: torch.Tensor) -> torch.Tensor:
         """The float batch [R, b, F] in bytes for indices [R, b], pixel noise applied."""
         runs, b = idx.shape
-        x = self._buffer("x", (runs, b, self.train_x.shape[1]), torch.float32)
-        if self.kernels is not None:  # fused: each row is read once and written once
-            start = 0
-            for grp in self.groups:
-                if grp.start > start:
-                    self._gather(x, idx, start, grp.start)
-                self._group(x, idx, grp)
-                start = grp.stop
-            if start < runs:
-                self._gather(x, idx, start, runs)
-            return x
         raw = self._buffer("raw", (runs * b, self.train_x.shape[1]), torch.uint8)
         raw = torch.index_select(self.train_x, 0, idx.reshape(-1), out=raw).view(runs, b, -1)
-        x.copy_(raw)
-        for grp in self.groups:
-            self._group(x, idx, grp, raw[grp.start : grp.stop])
-        return x
-
-    def _gather(self, x: torch.Tensor, idx: torch.Tensor, start: int, stop: int) -> None:
-        if os.environ.get("NB_TORCHGATHER"):
-            x[start:stop].copy_(self.train_x.index_select(0, idx[start:stop].reshape(-1)).view(x[start:stop].shape))
-            return
-        rows = np.ascontiguousarray(idx[start:stop].numpy())
-        self.kernels.gather(self._train_np, rows, x[start:stop].numpy())
-
-    def _group(
-        self, x: torch.Tensor, idx: torch.Tensor, grp: PixelGroup, raw: torch.Tensor | None = None
-    ) -> None:
-        """Fill x's rows of pixel-noise group `grp` ([start, stop)); `raw` holds their clean
-        uint8 rows, already copied into x (torch path), or is None (fused path)."""
         began = time.perf_counter() if self.timing else 0.0
-        rows = slice(grp.start, grp.stop)
-        out = x[rows]
-        noise = grp.noise
-        if raw is None and isinstance(noise, PixelReplace) and noise.fusable(grp.prepared):
-            noise.gather_into(out, self.train_x, idx[rows], grp.prepared, grp.gens, self.kernels)
-        else:
-            if raw is None:  # fused path, but this noise has no fused kernel
-                raw = self.train_x.index_select(0, idx[rows].reshape(-1)).view(out.shape)
-                out.copy_(raw)
+        late = []  # groups whose noise needs float pixels
+        for grp in self.groups:
+            rows = raw[grp.start : grp.stop]
             if grp.fixed_x is not None:  # run r's rows come from its own noised copy
                 n_train = len(self.train_x)
-                shift = torch.arange(0, len(out) * n_train, n_train, device=idx.device)
-                own = idx[rows] + shift.view(-1, 1)
-                out.copy_(grp.fixed_x.index_select(0, own.reshape(-1)).view(out.shape))
-            elif grp.prepared is not None and isinstance(noise, PixelReplace):
-                if grp.prepared.table.dtype == torch.uint8:  # noise the bytes, then convert
-                    out.copy_(noise.replace_(raw, grp.prepared, grp.gens))  # raw is scratch
-                else:  # float values (uniform), in bytes
-                    noise.replace_(out, grp.prepared, grp.gens)
-            else:  # any other pixel noise works on images in [0, 1]
-                out.copy_(noise.apply(out.div(255), grp.levels, grp.gens)).mul_(255)
+                shift = torch.arange(0, len(rows) * n_train, n_train, device=idx.device)
+                own = idx[grp.start : grp.stop] + shift.view(-1, 1)
+                rows.copy_(grp.fixed_x.index_select(0, own.reshape(-1)).view(rows.shape))
+            elif grp.prepared is not None and grp.prepared.table.dtype == torch.uint8:
+                grp.noise.replace_(rows, grp.prepared, grp.gens)  # type: ignore[attr-defined]
+            else:
+                late.append(grp)
         if self.timing:
             self.noise_s += time.perf_counter() - began
+        x = self._buffer("x", raw.shape, torch.float32)
+        x.copy_(raw)
+        began = time.perf_counter() if self.timing else 0.0
+        for grp in late:
+            rows = x[grp.start : grp.stop]
+            if grp.prepared is not None:  # a PixelReplace with float values, in bytes
+                grp.noise.replace_(rows, grp.prepared, grp.gens)  # type: ignore[attr-defined]
+            else:  # any other pixel noise works on images in [0, 1]
+                rows.copy_(grp.noise.apply(rows.div(255), grp.levels, grp.gens)).mul_(255)
+        if self.timing:
+            self.noise_s += time.perf_counter() - began
+        return x
 
     def step(self, idx: torch.Tensor, loss_sum: torch.Tensor, correct: torch.Tensor) -> None:
         """One SGD/Adam step of every run on its batch idx[r] ([R, b] training indices)."""

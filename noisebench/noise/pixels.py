@@ -14,78 +14,16 @@ noise to the uint8 batch before it becomes float. In `exact` mode a per-sample r
 (quantile (u + 0.5)/65536).
 """
 
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Literal
 
-import numpy as np
 import torch
 from pydantic import PrivateAttr
 
 from .base import PixelNoise
 
 DRAW_RANGE = 1 << 16  # possible values of one pixel's draw
-
-
-def _compile_fused():
-    """Fused per-pixel kernels (numba, optional): gather a training row, compare, look up,
-    select and convert to float in one pass instead of eight torch passes. The same integer
-    arithmetic, so the same numbers as the torch path to the bit. None without numba."""
-    try:
-        import numba
-        import numpy as np
-    except ImportError:
-        return None
-
-    @numba.njit(nogil=True, cache=True)
-    def gather(train_x, idx, out):  # pragma: no cover - jit
-        """out[r, j] = float(train_x[idx[r, j]])"""
-        runs, batch = idx.shape
-        for r in range(runs):
-            for j in range(batch):
-                src, dst = train_x[idx[r, j]], out[r, j]
-                for i in range(src.shape[0]):
-                    dst[i] = np.float32(src[i])
-
-    @numba.njit(nogil=True, cache=True)
-    def gather_noise(train_x, idx, draws, table, offset, keep_above, idle, out):  # pragma: no cover
-        """out[r, j, i] = train_x[idx[r, j], i] if draw d > keep_above[r] (or run r idle),
-        else table[d + offset[r]]; d = draws[r, j·F + i]."""
-        runs, batch = idx.shape
-        for r in range(runs):
-            start, above, none = offset[r], keep_above[r], idle[r]
-            for j in range(batch):
-                src, dst = train_x[idx[r, j]], out[r, j]
-                features = src.shape[0]
-                base = j * features
-                for i in range(features):
-                    d = draws[r, base + i]
-                    keep = none or d > above
-                    dst[i] = np.float32(src[i]) if keep else np.float32(table[d + start])
-
-    # Compile now, for the only argument types they get (C-contiguous arrays), so that no
-    # compilation ever happens in a shard's thread while another one computes.
-    rows, idx = np.zeros((2, 3), np.uint8), np.zeros((1, 2), np.int64)
-    out = np.zeros((1, 2, 3), np.float32)
-    gather(rows, idx, out)
-    draws, table = np.zeros((1, 6), np.int16), np.zeros(DRAW_RANGE, np.uint8)
-    offset, above = np.full(1, DRAW_RANGE // 2, np.int32), np.zeros(1, np.int16)
-    gather_noise(rows, idx, draws, table, offset, above, np.zeros(1, np.bool_), out)
-    return SimpleNamespace(gather=gather, gather_noise=gather_noise)
-
-
-_FUSED: dict[str, object] = {}  # "kernel": the compiled kernel or None, once asked for
-_FUSED_LOCK = threading.Lock()
-
-
-def fused_kernels():
-    """The fused kernels, compiled (or found missing) once per process; thread-safe."""
-    with _FUSED_LOCK:
-        if "kernel" not in _FUSED:
-            _FUSED["kernel"] = _compile_fused()
-        return _FUSED["kernel"]
 
 
 def draw_u16(
@@ -251,44 +189,6 @@ class PixelReplace(PixelNoise):
         # Select without torch.where (slow on random masks): kept pixels are x·1 + 0, replaced
         # ones x·0 + value.
         return x.mul_(keep.view(torch.uint8) if x.dtype == torch.uint8 else keep).add_(values)
-
-    def fusable(self, prepared: Prepared) -> bool:
-        """Whether `gather_into` can build this noise (bytes table, not exact)."""
-        return not self.exact and prepared.table.dtype == torch.uint8
-
-    def gather_into(
-        self,
-        out: torch.Tensor,
-        train_x: torch.Tensor,
-        idx: torch.Tensor,
-        prepared: Prepared,
-        gens: Sequence[torch.Generator],
-        kernels,
-    ) -> torch.Tensor:
-        """The noisy float32 batch out[r, j] from training rows train_x[idx[r, j]] (uint8,
-        CPU) in one fused pass (`kernels` from `fused_kernels()`); needs `fusable`."""
-        runs, batch = idx.shape
-        features = train_x.shape[1]
-        work = prepared.buffers(runs, batch, features, train_x.device)
-        draws = draw_u16(gens, batch, features, train_x.device, work["words"])
-        if "flags" not in work:
-            idle = prepared.idle
-            flags = torch.zeros(runs, dtype=torch.bool) if idle is None else idle.view(-1).cpu()
-            work["flags"] = flags.numpy()
-            work["offsets"] = prepared.offset.view(-1).cpu().numpy()
-            work["thresholds"] = prepared.keep_above.view(-1).cpu().numpy()
-            work["table_np"] = prepared.table.cpu().numpy()
-        kernels.gather_noise(
-            train_x.numpy(),
-            np.ascontiguousarray(idx.numpy()),
-            draws.reshape(runs, -1).numpy(),
-            work["table_np"],
-            work["offsets"],
-            work["thresholds"],
-            work["flags"],
-            out.numpy(),
-        )
-        return out
 
     def apply(
         self, x: torch.Tensor, levels: torch.Tensor, gens: list[torch.Generator]
