@@ -1,7 +1,5 @@
 """The command line: good runs print the table, bad input gets one line, exit 2, no files."""
 
-import dataclasses
-import gzip
 import os
 import subprocess
 import sys
@@ -14,7 +12,6 @@ from noisebench import data
 from noisebench.cli import app
 from noisebench.store import Store
 
-FASHION = Path("/usr/share/datasets/fashion-mnist")
 SMALL_STUDY = """
 name = "cli"
 seeds = [0]
@@ -30,18 +27,6 @@ noise = "labels.uniform"
 
 def invoke(*args: str):
     return CliRunner().invoke(app, list(args))
-
-
-def assert_fails(result, *fragments: str) -> None:
-    """Exit code 2, one line on stderr naming the problem, no traceback."""
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    for fragment in fragments:
-        assert fragment in lines[0]
-    assert "Traceback" not in result.output
-    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
 
 
 def study_file(tmp_path: Path, text: str) -> str:
@@ -102,130 +87,7 @@ def test_presets_and_datasets_are_listed():
         assert name in datasets.stdout
 
 
-# --- bad input: one test each -------------------------------------------------------------
-
-
-def test_unknown_preset(out):
-    assert_fails(invoke("run", "--preset", "nope", "--out", str(out)), "unknown preset 'nope'")
-    assert not out.exists()
-
-
-def test_unknown_study_key(tmp_path, out):
-    path = study_file(tmp_path, "colour = 'red'\n" + SMALL_STUDY)
-    assert_fails(invoke("run", path, "--out", str(out)), "'colour'", "unknown key")
-    assert not out.exists()
-
-
-def test_level_outside_zero_one(tmp_path, out):
-    path = study_file(tmp_path, SMALL_STUDY.replace("[0.0, 0.5]", "[0.0, 1.5]"))
-    assert_fails(invoke("run", path, "--out", str(out)), "levels.1", "less than or equal to 1")
-    assert not out.exists()
-
-
-def test_unknown_noise(tmp_path, out):
-    path = study_file(tmp_path, SMALL_STUDY.replace("labels.uniform", "labels.wobble"))
-    assert_fails(invoke("run", path, "--out", str(out)), "unknown noise 'labels.wobble'")
-    assert not out.exists()
-
-
-def test_unknown_dataset(out):
-    result = invoke("run", "--preset", "quick", "--dataset", "cifar", "--out", str(out))
-    assert_fails(result, "unknown dataset 'cifar'")
-    assert not out.exists()
-
-
-@pytest.mark.parametrize("epochs", ["0", "-3"])
-def test_epochs_not_positive(out, epochs):
-    result = invoke("run", "--preset", "quick", "--epochs", epochs, "--out", str(out))
-    assert_fails(result, "train.epochs", "greater than 0")
-    assert not out.exists()
-
-
-def test_empty_hidden_sizes(tmp_path, out):
-    path = study_file(tmp_path, "[model]\nhidden = []\n" + SMALL_STUDY)
-    assert_fails(invoke("run", path, "--out", str(out)), "model.hidden")
-    assert not out.exists()
-
-
-def test_bad_seeds_option(out):
-    assert_fails(invoke("run", "--preset", "quick", "--seeds", "1,x", "--out", str(out)), "--seeds")
-
-
-def test_corrupt_idx_file(tmp_path, out, tiny_idx_dir):
-    (tiny_idx_dir / "t10k-labels-idx1-ubyte.gz").write_bytes(b"this is not gzip at all")
-    result = invoke(
-        "run",
-        "--preset",
-        "quick",
-        "--dataset",
-        "fashion-mnist",
-        "--data-dir",
-        str(tiny_idx_dir),
-        "--out",
-        str(out),
-    )
-    assert_fails(result, "t10k-labels-idx1-ubyte.gz")
-    assert not out.exists()
-
-
-def test_truncated_idx_file(tmp_path, out, tiny_idx_dir):
-    images = tiny_idx_dir / "train-images-idx3-ubyte.gz"
-    raw = gzip.decompress(images.read_bytes())
-    images.write_bytes(gzip.compress(raw[: len(raw) - 100]))
-    result = invoke(
-        "run",
-        "--preset",
-        "quick",
-        "--dataset",
-        "fashion-mnist",
-        "--data-dir",
-        str(tiny_idx_dir),
-        "--out",
-        str(out),
-    )
-    assert_fails(result, "train-images-idx3-ubyte.gz")
-    assert not out.exists()
-
-
-def test_checksum_mismatch(isolated_data_env, local_server, tiny_idx_dir, monkeypatch, out):
-    url, served = local_server
-    for name in data.IDX_FILES:
-        (served / name).write_bytes((tiny_idx_dir / name).read_bytes())
-    info = dataclasses.replace(data.DATASETS["kmnist"], mirrors=(url,))
-    monkeypatch.setitem(data.DATASETS, "kmnist", info)
-    monkeypatch.setattr(data, "_downloader", data.pooch.HTTPDownloader)
-    result = invoke("run", "--preset", "quick", "--dataset", "kmnist", "--out", str(out))
-    assert_fails(result, "checksum mismatch")
-    assert not out.exists()
-
-
-def test_named_dataset_absent_offline(isolated_data_env, out):
-    result = invoke("run", "--preset", "quick", "--dataset", "kmnist", "--out", str(out))
-    assert_fails(result, "'kmnist' is not available offline")
-    assert not out.exists()
-
-
-def test_output_path_that_cannot_be_a_directory(tmp_path):
-    blocker = tmp_path / "a-file"
-    blocker.write_text("x")
-    result = invoke("run", "--preset", "quick", "--out", str(blocker / "sub"))
-    assert_fails(result, "not writable")
-    result = invoke("run", "--preset", "quick", "--out", str(blocker))
-    assert_fails(result, "not a directory")
-
-
-def test_unusable_device(out):
-    assert_fails(invoke("run", "--preset", "quick", "--device", "tpu", "--out", str(out)), "tpu")
-    assert not out.exists()
-
-
-def test_show_on_a_directory_without_results(tmp_path):
-    assert_fails(invoke("show", str(tmp_path)), "no results found")
-
-
-def test_study_file_and_preset_together(tmp_path):
-    path = study_file(tmp_path, SMALL_STUDY)
-    assert_fails(invoke("run", path, "--preset", "quick"), "not both")
+# --- bad input: the whole table of cases is in test_reliability.py ------------------------
 
 
 # --- real processes -----------------------------------------------------------------------
