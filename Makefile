@@ -21,8 +21,8 @@ test: setup
 	$(PY) -m pytest -q
 
 lint: setup
-	$(VENV)/bin/ruff check noisebench tests bench
-	$(VENV)/bin/ruff format --check noisebench tests bench
+	$(VENV)/bin/ruff check noisebench tests bench examples
+	$(VENV)/bin/ruff format --check noisebench tests bench examples
 
 bench: setup
 	$(PY) bench/throughput.py --json bench/throughput.json

@@ -1,6 +1,6 @@
 """Build examples/noise_study.ipynb from the cells below and execute it in place.
 
-    .venv/bin/python examples/make_notebook.py
+.venv/bin/python examples/make_notebook.py
 """
 
 from pathlib import Path
@@ -32,7 +32,9 @@ CELLS = [
         'print(len(study.plan()), "runs")'
     ),
     new_markdown_cell("Train every run (packed into one stacked model) and store the metrics:"),
-    new_code_cell('results = study.run("runs/notebook", dataset="mnist-sample")\nresults.summary()'),
+    new_code_cell(
+        'results = study.run("runs/notebook", dataset="mnist-sample")\nresults.summary()'
+    ),
     new_markdown_cell("Final test accuracy against the noise level, both setups on one chart:"),
     new_code_cell('results.plot("final_accuracy")'),
     new_code_cell('results.plot("final_loss")'),
@@ -48,7 +50,11 @@ CELLS = [
 def main() -> None:
     here = Path(__file__).parent
     nb = new_notebook(cells=CELLS)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nbclient.NotebookClient(nb, timeout=900, resources={"metadata": {"path": str(here)}}).execute()
     nbformat.write(nb, here / "noise_study.ipynb")
 
