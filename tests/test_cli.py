@@ -6,23 +6,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import TINY_STUDY_TOML
 from typer.testing import CliRunner
 
 from noisebench import data
 from noisebench.cli import app
 from noisebench.store import Store
 
-SMALL_STUDY = """
-name = "cli"
-seeds = [0]
-levels = [0.0, 0.5]
-[train]
-epochs = 1
-batch_size = 128
-[[setups]]
-name = "label noise"
-noise = "labels.uniform"
-"""
+SMALL_STUDY = TINY_STUDY_TOML
 
 
 def invoke(*args: str):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import copy_store, sql
 from matplotlib.figure import Figure
 
 from noisebench.report import explain, load, write_report
@@ -52,18 +53,6 @@ def study_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("fits")
     run_study(parse_study(SMALL), out, dataset="mnist-sample", warn=lambda msg: None)
     return out
-
-
-def copy_store(src: Path, dst: Path) -> Path:
-    dst.mkdir(parents=True, exist_ok=True)
-    with sqlite3.connect(src / DB_NAME) as a, sqlite3.connect(dst / DB_NAME) as b:
-        a.backup(b)
-    return dst
-
-
-def sql(directory: Path, statement: str, *args) -> None:
-    with sqlite3.connect(directory / DB_NAME) as db:
-        db.execute(statement, args)
 
 
 def data_of(directory: Path):

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import TINY_STUDY_TOML
 from typer.testing import CliRunner
 
 from noisebench import data
@@ -21,17 +22,7 @@ from noisebench.runner import run_study
 from noisebench.study import parse_study
 
 PACKAGE = Path(__file__).parents[1] / "noisebench"
-STUDY = """
-name = "rel"
-seeds = [0]
-levels = [0.0, 0.5]
-[train]
-epochs = 1
-batch_size = 128
-[[setups]]
-name = "label noise"
-noise = "labels.uniform"
-"""
+STUDY = TINY_STUDY_TOML
 
 # --- bad input ------------------------------------------------------------------------------
 

@@ -12,12 +12,12 @@ import html
 import json
 import re
 import shutil
-import sqlite3
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import copy_store, sql
 from typer.testing import CliRunner
 
 import noisebench.report as report_pkg
@@ -25,7 +25,7 @@ from noisebench.cli import app
 from noisebench.report import explain, load, write_report
 from noisebench.report.figures import catalogue
 from noisebench.runner import run_study
-from noisebench.store import DB_NAME, Store
+from noisebench.store import Store
 from noisebench.study import parse_study
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -76,19 +76,6 @@ def cli_report(study_dir):
         mp.setattr(runner, "load_dataset", refuse)
         result = CliRunner().invoke(app, ["report", str(study_dir)])
     return study_dir, result, loads
-
-
-def copy_store(src: Path, dst: Path) -> Path:
-    """A consistent copy of a study's results.sqlite (WAL included) in a new directory."""
-    dst.mkdir(parents=True, exist_ok=True)
-    with sqlite3.connect(src / DB_NAME) as a, sqlite3.connect(dst / DB_NAME) as b:
-        a.backup(b)
-    return dst
-
-
-def sql(directory: Path, statement: str, *args) -> None:
-    with sqlite3.connect(directory / DB_NAME) as db:
-        db.execute(statement, args)
 
 
 def set_acc(directory: Path, setup: str, base: float, where: str = "level > 0") -> None:
