@@ -83,25 +83,37 @@ def check_writable(out: Path) -> None:
         raise NoisebenchError(f"output directory {out} is not writable")
 
 
-def study_identity(study: Study, data: DataChoice) -> str:
-    blob = f"{study.digest()}/{data.dataset.name}/{data.dataset.fingerprint()}"
+def study_identity(study: Study, dataset_name: str, fingerprint: str) -> str:
+    blob = f"{study.digest()}/{dataset_name}/{fingerprint}"
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def noise_examples(study: Study, data: Dataset, count: int = 8) -> dict[str, np.ndarray]:
+def fitted_pixel_noises(study: Study, data: Dataset) -> dict[str, PixelNoise]:
+    """Each pixel-noise setup's noise, fitted to the training images, by setup name."""
+    noises = {}
+    for setup in study.setups:
+        noise = make_noise(setup.noise, setup.params)
+        if isinstance(noise, PixelNoise):
+            noise.fit(data.train_x)
+            noises[setup.name] = noise
+    return noises
+
+
+def noise_examples(
+    study: Study, data: Dataset, noises: dict[str, PixelNoise], count: int = 8
+) -> dict[str, np.ndarray]:
     """For each pixel-noise setup: the same `count` training images at every level (uint8)."""
     first_of_class = [int((data.train_y == c).nonzero()[0]) for c in range(data.num_classes)]
     picks = torch.tensor(first_of_class[:count])
     clean = data.train_x[picks].float() / 255
     out = {}
     for setup in study.setups:
-        noise = make_noise(setup.noise, setup.params)
-        if not isinstance(noise, PixelNoise):
+        if setup.name not in noises:
             continue
-        noise.fit(data.train_x)
         levels = study.levels_of(setup)
         gens = [seeding.generator(0, f"examples/{setup.name}") for _ in levels]
-        x = noise.apply(clean.expand(len(levels), -1, -1).clone(), torch.tensor(levels), gens)
+        x = clean.expand(len(levels), -1, -1).clone()
+        x = noises[setup.name].apply(x, torch.tensor(levels), gens)
         out[setup.name] = (x * 255).round().clamp(0, 255).to(torch.uint8).numpy()
     return out
 
@@ -149,7 +161,8 @@ def run_study(
     trainer = make_backend(backend, address)
     choice = resolve_data(study, dataset, data_dir, warn)
     data = choice.dataset
-    identity = study_identity(study, choice)
+    fingerprint = data.fingerprint()
+    identity = study_identity(study, data.name, fingerprint)
     if (out / DB_NAME).exists():
         with Store(out) as existing:
             previous = existing.meta().get("identity")
@@ -175,20 +188,16 @@ def run_study(
                 dataset_fallback=choice.fallback,
                 train_size=len(data.train_y),
                 test_size=len(data.test_y),
-                test_fingerprint=data.fingerprint(),
+                test_fingerprint=fingerprint,
                 class_names=list(data.class_names),
                 image_shape=list(data.image_shape),
                 channels=data.channels,
                 created_at=time.time(),
             )
-            for name, images in noise_examples(study, data).items():
+            noises = fitted_pixel_noises(study, data)
+            for name, images in noise_examples(study, data, noises).items():
                 store.put_array("study", f"examples/{name}", images)
-            shares = {}
-            for setup in study.setups:
-                noise = make_noise(setup.noise, setup.params)
-                if isinstance(noise, PixelNoise):
-                    noise.fit(data.train_x)
-                    shares[setup.name] = changed_share(noise, data)
+            shares = {name: changed_share(noise, data) for name, noise in noises.items()}
             store.set_meta(changed_share=shares)
         store.add_pending((r.run_id, r.setup, r.noise, r.level, r.seed, r.config) for r in runs)
         store.set_meta(
