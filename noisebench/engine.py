@@ -122,15 +122,6 @@ class StackedMLP:
         return torch.baddbmm(self.biases[last], h, self.weights[last])
 
 
-def make_optimizer(params: list[torch.Tensor], spec: TrainSpec) -> torch.optim.Optimizer:
-    """A torch optimizer for `params` (the engine uses its own fused update, `_Optimizer`)."""
-    if spec.optimizer == "adam":
-        return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
-    return torch.optim.SGD(
-        params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay
-    )
-
-
 class _Optimizer:
     """SGD with momentum (torch.optim.SGD's update) or Adam (torch.optim.Adam's), per element.
 
