@@ -2,7 +2,8 @@
 
     python bench/determinism.py [--processes 40]
 
-Trains a 2-run label-noise pack (mnist-sample, batch 128, 2 epochs) in each process and
+Trains a 4-run pack (label and pixel noise, two seeds each; mnist-sample, batch 128, 2 epochs)
+in each process and
 prints how many distinct metric tuples came out; 1 means every process agreed to the bit.
 """
 
@@ -19,7 +20,10 @@ STUDY = {
     "seeds": [0, 1],
     "levels": [0.5],
     "train": {"epochs": 2, "batch_size": 128, "lr": 0.05},
-    "setups": [{"name": "label noise", "noise": "labels.uniform"}],
+    "setups": [
+        {"name": "label noise", "noise": "labels.uniform"},
+        {"name": "pixel noise", "noise": "pixels.replace"},
+    ],
 }
 
 

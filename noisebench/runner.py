@@ -273,6 +273,7 @@ def _train_all(
                 _arrays(result),
                 outcome.started_at,
                 len(outcome.results),
+                result.final,
             )
         if outcome.job.checkpoint is not None:
             outcome.job.checkpoint.unlink(missing_ok=True)

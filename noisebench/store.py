@@ -1,8 +1,9 @@
 """The results store: one SQLite file per study directory.
 
 Tables: `meta` (study spec, dataset actually used, device, versions), `runs` (one row per
-run with its status), `epochs` (metrics per run per epoch) and `arrays` (small numpy arrays:
-which labels were corrupted, example images). A finished run lands in one transaction.
+run with its status), `epochs` (the core metrics per run per epoch), `metrics` (any further
+named metric of a run: per epoch, or after training as epoch 0) and `arrays` (small numpy
+arrays: which labels were corrupted, example images). A finished run lands in one transaction.
 """
 
 import io
@@ -41,6 +42,13 @@ CREATE TABLE IF NOT EXISTS epochs (
     train_loss REAL, train_acc REAL, test_loss REAL, test_acc REAL, test_conf REAL,
     wall_s REAL,
     PRIMARY KEY (run_id, epoch)
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id TEXT NOT NULL REFERENCES runs(run_id),
+    epoch INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    value REAL,
+    PRIMARY KEY (run_id, epoch, name)
 );
 CREATE TABLE IF NOT EXISTS arrays (
     owner TEXT NOT NULL,
@@ -123,11 +131,24 @@ class Store:
         arrays: dict[str, np.ndarray],
         started_at: float,
         pack_size: int,
+        final: dict[str, float] | None = None,
     ) -> None:
-        """Store a finished run, its epochs and arrays, all in one transaction."""
+        """Store a finished run, its epochs, metrics and arrays, all in one transaction.
+
+        Epoch keys beyond EPOCH_COLUMNS go to `metrics` under their epoch; `final` (metrics
+        measured after training) goes there as epoch 0."""
         now = time.time()
+        named = [
+            (run_id, e["epoch"], k, v)
+            for e in epochs
+            for k, v in e.items()
+            if k != "epoch" and k not in EPOCH_COLUMNS
+        ]
+        named += [(run_id, 0, k, v) for k, v in (final or {}).items()]
         with self.db:
             self.db.execute("DELETE FROM epochs WHERE run_id = ?", (run_id,))
+            self.db.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
+            self.db.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?)", named)
             self.db.executemany(
                 f"INSERT INTO epochs (run_id, epoch, {', '.join(EPOCH_COLUMNS)})"
                 f" VALUES (?, ?{', ?' * len(EPOCH_COLUMNS)})",
@@ -152,6 +173,18 @@ class Store:
         rows = self.db.execute(
             "SELECT r.setup, r.noise, r.level, r.seed, r.status, e.*"
             " FROM epochs e JOIN runs r USING (run_id) ORDER BY r.setup, r.level, r.seed, e.epoch"
+        )
+        return [dict(r) for r in rows]
+
+    def metrics(self, name_like: str = "%") -> list[dict[str, Any]]:
+        """Named metrics as a tidy table (setup, noise, level, seed, status, run_id, epoch,
+        name, value); epoch 0 holds those measured after training. `name_like` is a SQL
+        LIKE pattern ("fgsm%")."""
+        rows = self.db.execute(
+            "SELECT r.setup, r.noise, r.level, r.seed, r.status, m.*"
+            " FROM metrics m JOIN runs r USING (run_id) WHERE m.name LIKE ?"
+            " ORDER BY r.setup, r.level, r.seed, m.name, m.epoch",
+            (name_like,),
         )
         return [dict(r) for r in rows]
 

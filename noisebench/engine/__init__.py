@@ -1,0 +1,43 @@
+"""The pack trainer: many runs of one architecture trained as one stacked MLP.
+
+Parameters carry a leading run dimension [R, ...]; each step is a handful of batched matmuls
+and one optimizer update for all runs. Every run draws its initialisation, data order, label
+noise and pixel noise from its own generators, so its numbers do not depend on its pack.
+
+What a step costs, and why it is written this way (bench/PERFORMANCE.md has the profiles):
+- The backward pass and the optimizer are written out by hand (no autograd): the weight
+  gradient of each layer is accumulated straight into the SGD momentum buffer by one
+  `baddbmm_` (beta = momentum), then the weights take one `add_`. That is the least memory
+  traffic over the [R, 784, 128] first layer, which dominates everything but the matmuls.
+- Images stay uint8 until the batch is gathered; the 1/255 scaling is folded into the first
+  layer's matmuls (`alpha`), so pixels are never rescaled.
+- Pixel noise costs one 16-bit draw and one table lookup per pixel (see noise/pixels.py);
+  runs are ordered so that noisy runs are contiguous slices.
+- Logits are computed transposed, [R, C, b]: softmax over a short middle axis is ~20x faster
+  on CPU than over a short last axis. Scratch tensors are reused across steps.
+- Evaluation runs the whole pack at once: the shared test images are a stride-0 batch
+  (never copied per run), and shards evaluate in parallel.
+- On a CPU with T threads the pack is cut into min(R, T) shards of whole runs, each trained by
+  its own Python thread with single-threaded ops (torch releases the GIL inside ops). No op
+  then waits at an OpenMP barrier for a thread that another process has taken off its core:
+  on a shared 2-core machine this is ~3x faster than 2-thread ops under load, and as fast
+  when idle. Single-threaded ops also make a run's numbers bit-identical whatever its pack
+  (alone, or in a pack of any size or shard count), and checkpoints resume across them.
+"""
+
+from .model import BYTE, StackedMLP, evaluate
+from .pack import CHECKPOINT_FORMAT, RunResult, train_pack
+from .threads import shard_count
+from .timing import PackTiming, time_pack
+
+__all__ = [
+    "BYTE",
+    "CHECKPOINT_FORMAT",
+    "PackTiming",
+    "RunResult",
+    "StackedMLP",
+    "evaluate",
+    "shard_count",
+    "time_pack",
+    "train_pack",
+]

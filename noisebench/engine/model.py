@@ -1,0 +1,109 @@
+"""The stacked model: R independent MLPs whose layers are stacked along a leading run axis,
+and their evaluation on shared test images."""
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from .. import seeding
+from ..study import ModelSpec
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": torch.relu,
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+}
+ACT_INPLACE: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": torch.Tensor.relu_,
+    "sigmoid": torch.Tensor.sigmoid_,
+    "tanh": torch.Tensor.tanh_,
+}
+# Gradient through the activation, in place in g, from its output a: relu' = [a > 0],
+# sigmoid' = a(1 - a), tanh' = 1 - a^2.
+ACT_BACKWARD: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "relu": lambda g, a: torch.ops.aten.threshold_backward.grad_input(g, a, 0, grad_input=g),
+    "sigmoid": lambda g, a: torch.ops.aten.sigmoid_backward.grad_input(g, a, grad_input=g),
+    "tanh": lambda g, a: torch.ops.aten.tanh_backward.grad_input(g, a, grad_input=g),
+}
+BYTE = 1.0 / 255.0  # inputs are raw bytes; this scale is folded into the first layer
+
+
+def _uniform(shape: tuple[int, ...], bound: float, gen: torch.Generator) -> torch.Tensor:
+    return (torch.rand(*shape, generator=gen) * 2 - 1) * bound
+
+
+class StackedMLP:
+    """R independent MLPs whose layers are stacked: weights [R, in, out], biases [R, 1, out]."""
+
+    def __init__(self, spec: ModelSpec, seeds: list[int], sizes: tuple[int, int], device):
+        sizes_all = [sizes[0], *spec.hidden, sizes[1]]
+        gens = [seeding.generator(s, "init") for s in seeds]
+        self.activation = spec.activation
+        self.act = ACTIVATIONS[spec.activation]
+        self.weights: list[torch.Tensor] = []
+        self.biases: list[torch.Tensor] = []
+        for fan_in, fan_out in zip(sizes_all[:-1], sizes_all[1:], strict=True):
+            bound = 1.0 / math.sqrt(fan_in)  # torch.nn.Linear's default initialisation
+            w = torch.stack([_uniform((fan_out, fan_in), bound, g).T for g in gens])
+            b = torch.stack([_uniform((1, fan_out), bound, g) for g in gens])
+            self.weights.append(w.contiguous().to(device).requires_grad_())
+            self.biases.append(b.to(device).requires_grad_())
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [*self.weights, *self.biases]
+
+    def rows(self, start: int, stop: int) -> "StackedMLP":
+        """Runs [start, stop) as a StackedMLP whose tensors are views of this one's."""
+        view = object.__new__(StackedMLP)
+        view.activation, view.act = self.activation, self.act
+        view.weights = [w[start:stop] for w in self.weights]
+        view.biases = [b[start:stop] for b in self.biases]
+        return view
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits [R, B, C] for inputs [R, B, F], or [B, F] shared by every run."""
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            x = torch.baddbmm(b, x, w) if x.dim() == 3 else torch.matmul(x, w) + b
+            if i < last:
+                x = self.act(x)
+        return x
+
+    @torch.no_grad()
+    def logits_of_bytes(self, x: torch.Tensor, classes_first: bool = False) -> torch.Tensor:
+        """Logits [R, B, C] (or [R, C, B] with `classes_first`) for uint8 images [B, F]
+        shared by every run, scaled by 1/255. The images are not copied per run (a stride-0
+        batch), and every run's numbers are those it gets alone."""
+        runs = self.weights[0].shape[0]
+        h = x.float().expand(runs, *x.shape)
+        last = len(self.weights) - 1
+        for i in range(last):
+            alpha = BYTE if i == 0 else 1.0
+            h = torch.baddbmm(self.biases[i], h, self.weights[i], alpha=alpha)
+            h = ACT_INPLACE[self.activation](h)
+        if classes_first:
+            return torch.baddbmm(self.biases[last].mT, self.weights[last].mT, h.mT)
+        return torch.baddbmm(self.biases[last], h, self.weights[last])
+
+
+@torch.no_grad()
+def evaluate(model: StackedMLP, x: torch.Tensor, y: torch.Tensor, chunk: int = 1000):
+    """Mean cross-entropy, accuracy and confidence (mean max-softmax) of every run on (x, y).
+
+    `x` holds uint8 images [n, F] (scaled by 1/255 here), `y` their labels [n]."""
+    runs = model.weights[0].shape[0]
+    loss = torch.zeros(runs, device=x.device, dtype=torch.float64)
+    correct = torch.zeros(runs, device=x.device, dtype=torch.float64)
+    confidence = torch.zeros(runs, device=x.device, dtype=torch.float64)
+    for start in range(0, len(x), chunk):
+        yb = y[start : start + chunk].view(1, 1, -1)
+        # [R, C, B]: reductions over the short class axis are fast in the middle
+        logits = model.logits_of_bytes(x[start : start + chunk], classes_first=True)
+        logp = torch.log_softmax(logits, dim=1)
+        loss -= logp.gather(1, yb.expand(runs, 1, -1)).sum((1, 2))
+        top = logp.max(dim=1, keepdim=True)
+        correct += (top.indices == yb).sum((1, 2))
+        confidence += top.values.exp_().sum((1, 2))
+    n = len(x)
+    return loss / n, correct / n, confidence / n
