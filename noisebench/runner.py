@@ -15,6 +15,7 @@ import torch
 from . import __version__, seeding
 from .backends import Backend, PackJob, make_backend
 from .data import FOLDER_NAME, Dataset, is_image_folder, load_dataset
+from .engine.trainset import check_sizes, train_set_size
 from .errors import DataUnavailable, NoisebenchError
 from .noise import PixelNoise, make_noise
 from .store import DB_NAME, Store
@@ -171,11 +172,12 @@ def run_study(
                 f"{out} holds results of a different study or dataset; choose another --out"
             )
 
+    runs = plan(study)
+    check_sizes(runs, data)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise NoisebenchError(f"cannot create output directory {out}: {exc.strerror}") from None
-    runs = plan(study)
     with Store(out) as store:
         if "identity" not in store.meta():
             store.set_meta(
@@ -243,7 +245,7 @@ def _train_all(
     jobs = []
     for index, group in enumerate(packs(todo, study.max_pack)):
         key = hashlib.sha256("".join(r.run_id for r in group).encode()).hexdigest()[:12]
-        jobs.append(PackJob(index, group, ckpt_dir / f"pack-{key}.pt"))
+        jobs.append(PackJob(index, group, ckpt_dir / f"pack-{key}.pt", study.analysis))
     if not jobs:
         return
     ckpt_dir.mkdir(exist_ok=True)
@@ -251,7 +253,9 @@ def _train_all(
     done_steps = [0] * len(jobs)
     weights = [len(j.runs) for j in jobs]
     totals = [
-        w * -(-len(data.train_y) // j.runs[0].train.batch_size) * j.runs[0].train.epochs
+        w
+        * -(-train_set_size(j.runs[0], data) // j.runs[0].train.batch_size)
+        * j.runs[0].train.epochs
         for w, j in zip(weights, jobs, strict=True)
     ]
     done_runs = already

@@ -9,15 +9,27 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from .errors import StudyError
-from .noise import make_noise
+from .noise import NOISES, make_noise
 
 if TYPE_CHECKING:
     from .results import Results
 
-Level = Annotated[float, Field(ge=0.0, le=1.0)]
+# Levels lie in [0, 1] unless a noise allows more (labels.dilution: copies per example); each
+# setup checks its levels against its own noise's range.
+MAX_LEVEL = max(noise.max_level for noise in NOISES.values())
+Level = Annotated[float, Field(ge=0.0, le=MAX_LEVEL)]
 CLEAN = "clean"  # the setup name of the shared X = 0 baseline runs
 
 
@@ -26,10 +38,32 @@ class Spec(BaseModel):
 
 
 class ModelSpec(Spec):
-    """The MLP: hidden layer sizes and activation; softmax + cross-entropy on top."""
+    """The MLP: hidden layer sizes, activation and training options.
+
+    - `batchnorm`: batch normalisation after each hidden Linear, before the activation
+      (torch.nn.BatchNorm1d: learnable scale and shift, batch statistics in training, running
+      mean and variance with momentum 0.1 and eps 1e-5 in evaluation).
+    - `dropout`: inverted dropout with this probability after each hidden activation, in
+      training only.
+    - `loss`: the training objective. "cross-entropy": softmax + cross-entropy. "mse": sigmoid
+      outputs against one-hot targets, mean squared error over classes and batch (as
+      torch.nn.MSELoss(sigmoid(z), one_hot)). The recorded train loss is the objective; test
+      metrics are the same for both: cross-entropy of softmax(z), accuracy of argmax(z) and
+      confidence max softmax(z), where z are the output pre-activations.
+    """
 
     hidden: list[Annotated[int, Field(gt=0)]] = Field(default=[128, 128], min_length=1)
     activation: Literal["relu", "sigmoid", "tanh"] = "relu"
+    batchnorm: bool = False
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    loss: Literal["cross-entropy", "mse"] = "cross-entropy"
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> Any:
+        """The options are left out at their defaults: the run ids, pack keys and digests
+        of studies that do not use them stay what they were before the options existed."""
+        options = {"batchnorm": False, "dropout": 0.0, "loss": "cross-entropy"}
+        return {k: v for k, v in handler(self).items() if k not in options or options[k] != v}
 
 
 class TrainSpec(Spec):
@@ -41,6 +75,20 @@ class TrainSpec(Spec):
     weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
     batch_size: Annotated[int, Field(gt=0)] = 64
     epochs: Annotated[int, Field(gt=0)] = 10
+    # The learning rate over training, from `lr` (as torch.optim.lr_scheduler's):
+    # "constant"; "step": × gamma every `step_size` epochs (StepLR); "cosine": to 0 over all
+    # steps, updated every step (CosineAnnealingLR); "onecycle": OneCycleLR with max_lr = lr
+    # (pct_start 0.3, div_factor 25, final_div_factor 1e4, cosine), which also cycles SGD's
+    # momentum (Adam's beta1) between 0.95 and 0.85 in place of `momentum`.
+    schedule: Literal["constant", "step", "cosine", "onecycle"] = "constant"
+    step_size: Annotated[int, Field(gt=0)] = 5  # epochs, for "step"
+    gamma: Annotated[float, Field(gt=0.0)] = 0.1  # for "step"
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> Any:
+        """The schedule's fields are left out at their defaults (see ModelSpec._dump)."""
+        options = {"schedule": "constant", "step_size": 5, "gamma": 0.1}
+        return {k: v for k, v in handler(self).items() if k not in options or options[k] != v}
 
 
 class DataSpec(Spec):
@@ -48,6 +96,27 @@ class DataSpec(Spec):
 
     image_size: tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]] = (28, 28)
     channels: Literal[1, 3] = 1
+
+
+class EarlyStopping(Spec):
+    """Stop a run once its validation loss has not improved by `min_delta` for `patience`
+    epochs; its test metrics are reported at the best-validation epoch as well as the last."""
+
+    patience: Annotated[int, Field(gt=0)] = 3
+    min_delta: Annotated[float, Field(ge=0.0)] = 0.0
+
+
+class AnalysisSpec(Spec):
+    """What is measured beyond the per-epoch test metrics; none of it changes training."""
+
+    # training examples measured each epoch on clean inputs (memorisation split); 0: none
+    train_eval: Annotated[int, Field(ge=0)] | Literal["all"] = 10000
+    calibration_bins: Annotated[int, Field(gt=1)] = 15
+    fgsm_eps: list[Annotated[float, Field(gt=0.0, le=1.0)]] = [0.02, 0.05, 0.1, 0.2]
+    label_issues: bool = True
+
+
+TrainSize = Annotated[int, Field(gt=0)] | Literal["all"]
 
 
 class Setup(Spec):
@@ -63,7 +132,19 @@ class Setup(Spec):
         make_noise(self.noise, self.params)
         if self.name == CLEAN:
             raise ValueError(f"setup name '{CLEAN}' is reserved for the shared baseline")
+        if self.levels is not None:
+            self.check_levels(self.levels)
         return self
+
+    def check_levels(self, levels: list[float], which: str = "") -> None:
+        """ValueError naming the setup if its noise cannot run at one of `levels`."""
+        noise = make_noise(self.noise, self.params)
+        for i, level in enumerate(levels):
+            try:
+                noise.check_level(level)
+            except ValueError as exc:
+                msg = f"setup '{self.name}' ({self.noise}), {which}levels.{i}: {exc}"
+                raise ValueError(msg) from None
 
 
 class Study(Spec):
@@ -79,6 +160,25 @@ class Study(Spec):
     train: TrainSpec = TrainSpec()
     setups: list[Setup] = Field(min_length=1)
     max_pack: Annotated[int, Field(gt=0)] = 64
+    # balanced training subsets (equal per class), a sweep dimension like seeds
+    train_sizes: list[TrainSize] = Field(default=["all"], min_length=1)
+    validation: Annotated[float, Field(ge=0.0, lt=0.5)] = 0.0  # stratified hold-out share
+    early_stopping: EarlyStopping | None = None
+    stop_at_train_acc: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+    analysis: AnalysisSpec = AnalysisSpec()
+
+    @field_validator("train_sizes")
+    @classmethod
+    def _unique_sizes(cls, sizes: list[int | str]) -> list[int | str]:
+        if len(set(sizes)) != len(sizes):
+            raise ValueError("train sizes must be unique")
+        return sizes
+
+    @model_validator(mode="after")
+    def _stopping_needs_validation(self) -> "Study":
+        if self.early_stopping is not None and self.validation == 0:
+            raise ValueError("early_stopping needs a validation share (validation = 0.1)")
+        return self
 
     @field_validator("seeds")
     @classmethod
@@ -94,6 +194,15 @@ class Study(Spec):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"duplicate setup name '{sorted(dup)[0]}'")
+        return setups
+
+    @field_validator("setups")
+    @classmethod
+    def _levels_in_range(cls, setups: list[Setup], info: ValidationInfo) -> list[Setup]:
+        levels = info.data.get("levels")  # absent if the study's levels are invalid themselves
+        for setup in setups:
+            if setup.levels is None and levels is not None:
+                setup.check_levels(levels, "study ")
         return setups
 
     def levels_of(self, setup: Setup) -> list[float]:
@@ -220,10 +329,38 @@ class RunSpec:
     seed: int
     model: ModelSpec
     train: TrainSpec
+    # what the run trains on and when it stops, beyond the defaults (full set, no stopping):
+    # train_size, validation, early_stopping (patience, min_delta), stop_at_train_acc
+    regime: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def train_size(self) -> int | None:
+        """Size of the run's balanced training subset (None: the whole training set)."""
+        return dict(self.regime).get("train_size")
+
+    @property
+    def validation(self) -> float:
+        return dict(self.regime).get("validation", 0.0)
+
+    @property
+    def early_stopping(self) -> tuple[int, float] | None:
+        return dict(self.regime).get("early_stopping")
+
+    @property
+    def stop_at_train_acc(self) -> float | None:
+        return dict(self.regime).get("stop_at_train_acc")
+
+    @property
+    def size_factor(self) -> int:
+        """N'/N: label noises like labels.dilution add examples."""
+        if self.noise is None or self.level == 0:
+            return 1
+        noise = make_noise(self.noise, dict(self.params))
+        return noise.size_factor(self.level) if hasattr(noise, "size_factor") else 1
 
     @property
     def config(self) -> dict[str, Any]:
-        return {
+        config = {
             "noise": self.noise,
             "params": dict(self.params),
             "level": self.level,
@@ -231,6 +368,7 @@ class RunSpec:
             "model": self.model.model_dump(),
             "train": self.train.model_dump(),
         }
+        return config | dict(self.regime)  # the defaults add nothing: run ids stay stable
 
     @property
     def run_id(self) -> str:
@@ -240,28 +378,42 @@ class RunSpec:
     @property
     def pack_key(self) -> str:
         """Runs sharing this key train together: same architecture, recipe and batches."""
-        blob = json.dumps([self.model.model_dump(), self.train.model_dump()], sort_keys=True)
+        same = [self.model.model_dump(), self.train.model_dump(), self.regime, self.size_factor]
+        blob = json.dumps(same, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _regime(study: Study, size: int | str) -> tuple[tuple[str, Any], ...]:
+    stopping = study.early_stopping
+    regime = {
+        "train_size": None if size == "all" else size,
+        "validation": study.validation or None,
+        "early_stopping": (stopping.patience, stopping.min_delta) if stopping else None,
+        "stop_at_train_acc": study.stop_at_train_acc,
+    }
+    return tuple(sorted((k, v) for k, v in regime.items() if v is not None))
 
 
 def plan(study: Study) -> list[RunSpec]:
     """Every run of the study, once: level 0 of any setup is the shared clean baseline."""
     runs: dict[str, RunSpec] = {}
-    for setup in study.setups:
-        for level in study.levels_of(setup):
-            for seed in study.seeds:
-                clean = level == 0.0
-                params = tuple(sorted(setup.params.items()))
-                run = RunSpec(
-                    setup=CLEAN if clean else setup.name,
-                    noise=None if clean else setup.noise,
-                    params=() if clean else params,
-                    level=level,
-                    seed=seed,
-                    model=study.model,
-                    train=study.train,
-                )
-                runs.setdefault(run.run_id, run)
+    for size in study.train_sizes:
+        for setup in study.setups:
+            for level in study.levels_of(setup):
+                for seed in study.seeds:
+                    clean = level == 0.0
+                    params = tuple(sorted(setup.params.items()))
+                    run = RunSpec(
+                        setup=CLEAN if clean else setup.name,
+                        noise=None if clean else setup.noise,
+                        params=() if clean else params,
+                        level=level,
+                        seed=seed,
+                        model=study.model,
+                        train=study.train,
+                        regime=_regime(study, size),
+                    )
+                    runs.setdefault(run.run_id, run)
     return list(runs.values())
 
 

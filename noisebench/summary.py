@@ -62,16 +62,25 @@ def setup_levels(study: Study) -> dict[str, list[float]]:
     return {s.name: study.levels_of(s) for s in study.setups}
 
 
-def curves(store: Store) -> dict[tuple[str, float], dict[str, list[list[float]]]]:
-    """(setup, level) -> metric -> per-seed list of per-epoch values, for finished runs.
+def main_train_size(study: Study) -> int | None:
+    """The training-set size the setup × level views show: the whole set if the study has it
+    (None), else its largest subset. Sweeps over sizes have their own report section."""
+    sizes = study.train_sizes
+    return None if "all" in sizes else max(int(s) for s in sizes)
 
-    The clean baseline appears at level 0 of every setup.
+
+def curves(store: Store) -> dict[tuple[str, float], dict[str, list[list[float]]]]:
+    """(setup, level) -> metric -> per-seed list of per-epoch values, for finished runs of
+    the main training-set size. The clean baseline appears at level 0 of every setup.
     """
-    levels = setup_levels(study_of(store))
+    study = study_of(store)
+    levels = setup_levels(study)
+    main = main_train_size(study)
+    chosen = {r["run_id"] for r in store.runs() if r["config"].get("train_size") == main}
     by_run: dict[str, list[dict[str, Any]]] = defaultdict(list)
     run_info: dict[str, tuple[str, float]] = {}
     for row in store.epochs():
-        if row["status"] in ("done", "diverged"):
+        if row["status"] in ("done", "diverged") and row["run_id"] in chosen:
             by_run[row["run_id"]].append(row)
             run_info[row["run_id"]] = (row["setup"], row["level"])
     out: dict[tuple[str, float], dict[str, list[list[float]]]] = {}

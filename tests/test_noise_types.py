@@ -5,13 +5,15 @@ import math
 import pytest
 import torch
 from scipy import stats
+from typer.testing import CliRunner
 
+from noisebench.cli import app
 from noisebench.engine import train_pack
 from noisebench.errors import StudyError
 from noisebench.noise import NOISES, LabelNoise, PixelNoise, make_noise
 from noisebench.noise import labels as label_module
 from noisebench.seeding import generator
-from noisebench.study import parse_study, plan
+from noisebench.study import load_preset, parse_study, plan
 
 
 def binomial_interval(n: int, p: float, alpha: float = 1e-4) -> tuple[int, int]:
@@ -200,6 +202,212 @@ def test_feature_noise_needs_the_training_images_first():
         make_noise("labels.feature").corrupt(LABELS, 10, 0.1, gen())
     with pytest.raises(StudyError, match="'reference_epochs'"):
         make_noise("labels.feature", {"reference_epochs": 0})
+
+
+# --- labels.shuffle ---------------------------------------------------------------------
+
+BIG = torch.arange(20000) % 10
+
+
+@pytest.mark.parametrize("level", [0.0, 0.1, 0.37, 1.0])
+def test_label_shuffle_permutes_exactly_round_x_n_labels_and_keeps_class_counts(level):
+    before = LABELS.clone()
+    result = make_noise("labels.shuffle").corrupt(LABELS, 10, level, gen())
+    assert torch.equal(LABELS, before) and result.source is None
+    assert result.picked.numel() == round(level * 1000) == result.picked.unique().numel()
+    assert torch.equal(result.original, LABELS[result.picked])
+    assert torch.equal(result.labels.bincount(minlength=10), LABELS.bincount(minlength=10))
+    # The picked labels are permuted among themselves; the others stay.
+    assert torch.equal(result.labels[result.picked].sort().values, result.original.sort().values)
+    untouched = torch.ones(1000, dtype=torch.bool)
+    untouched[result.picked] = False
+    assert torch.equal(result.labels[untouched], LABELS[untouched])
+    if level == 0:
+        assert torch.equal(result.labels, LABELS)
+
+
+@pytest.mark.parametrize("level", [0.3, 1.0])
+def test_label_shuffle_changes_about_one_minus_one_over_k_of_the_picked_labels(level):
+    result = make_noise("labels.shuffle").corrupt(BIG, 10, level, gen(2))
+    picked = result.picked.numel()
+    # A picked example of class c gets its own class back with probability n_c / picked.
+    keep = float((result.original.bincount(minlength=10).double() ** 2).sum()) / picked**2
+    low, high = binomial_interval(picked, 1 - keep)
+    assert abs(keep - 0.1) < 0.001
+    assert low <= int((result.labels != BIG).sum()) <= high
+
+
+def test_label_shuffle_at_one_is_a_random_permutation_of_all_labels_depending_on_the_seed():
+    noise = make_noise("labels.shuffle")
+    a, b = (noise.corrupt(BIG, 10, 1.0, gen(0)) for _ in range(2))
+    other = noise.corrupt(BIG, 10, 1.0, gen(1))
+    assert torch.equal(a.labels, b.labels) and not torch.equal(a.labels, other.labels)
+    assert torch.equal(a.labels.sort().values, BIG.sort().values)
+    # Not a structured permutation: the new label is independent of the old one.
+    table = torch.zeros(10, 10)
+    table.index_put_((BIG, a.labels), torch.ones(20000), accumulate=True)
+    assert stats.chi2_contingency(table.numpy()).pvalue > 1e-4
+
+
+def test_label_shuffle_picks_are_nested_and_match_labels_uniform():
+    noise = make_noise("labels.shuffle")
+    low, high = (noise.corrupt(LABELS, 10, x, gen(5)) for x in (0.2, 0.6))
+    other = noise.corrupt(LABELS, 10, 0.2, gen(6))
+    uniform = make_noise("labels.uniform").corrupt(LABELS, 10, 0.2, gen(5))
+    assert set(low.picked.tolist()) <= set(high.picked.tolist())
+    assert set(low.picked.tolist()) != set(other.picked.tolist())
+    assert torch.equal(low.picked, uniform.picked)
+
+
+# --- labels.dilution --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("copies", [0, 1, 3])
+def test_dilution_appends_k_noisy_copies_of_every_clean_example(copies):
+    noise = make_noise("labels.dilution")
+    before = LABELS.clone()
+    result = noise.corrupt(LABELS, 10, float(copies), gen())
+    n = 1000
+    assert torch.equal(LABELS, before)
+    assert noise.size_factor(copies) == 1 + copies
+    assert result.labels.shape == result.source.shape == ((1 + copies) * n,)
+    assert torch.equal(result.labels[:n], LABELS)  # the clean examples come first, unchanged
+    assert torch.equal(result.source[:n], torch.arange(n))
+    assert (result.source.bincount(minlength=n) == 1 + copies).all()
+    # Copy j of example i is example (1 + j)·N + i; every copy is picked.
+    assert torch.equal(result.source, torch.arange(n).repeat(1 + copies))
+    assert torch.equal(result.picked, torch.arange(n, (1 + copies) * n))
+    assert torch.equal(result.original, LABELS[result.source[result.picked]])
+
+
+def test_dilution_copy_labels_are_uniform_and_independent_of_the_true_label():
+    result = make_noise("labels.dilution").corrupt(BIG, 10, 2.0, gen(3))
+    copies = result.labels[result.picked]
+    assert copies.numel() == 40000
+    counts = copies.bincount(minlength=10)
+    low, high = binomial_interval(40000, 0.1)
+    assert ((low <= counts) & (counts <= high)).all(), counts
+    assert stats.chisquare(counts.numpy()).pvalue > 1e-4
+    assert low <= int((copies == result.original).sum()) <= high  # true label 1 time in K
+
+
+def test_dilution_exclude_true_never_gives_a_copy_its_true_label():
+    result = make_noise("labels.dilution", {"exclude_true": True}).corrupt(BIG, 10, 1.0, gen())
+    copies = result.labels[result.picked]
+    assert (copies != result.original).all()
+    shift = (copies - result.original) % 10  # uniform over the 9 other classes
+    counts = shift.bincount(minlength=10)[1:]
+    assert stats.chisquare(counts.numpy()).pvalue > 1e-4
+
+
+def test_dilution_levels_are_nested_and_depend_on_the_seed():
+    noise = make_noise("labels.dilution")
+    one, three = (noise.corrupt(LABELS, 10, k, gen(4)) for k in (1.0, 3.0))
+    again = noise.corrupt(LABELS, 10, 3.0, gen(4))
+    other = noise.corrupt(LABELS, 10, 3.0, gen(5))
+    assert torch.equal(three.labels, again.labels)
+    assert torch.equal(three.labels[:2000], one.labels)  # level 1's copies are level 3's first
+    assert not torch.equal(three.labels, other.labels)
+
+
+@pytest.mark.parametrize(("level", "message"), [(1.5, "whole number"), (101.0, r"\[0, 100\]")])
+def test_dilution_level_must_be_a_whole_number_of_copies_up_to_100(level, message):
+    with pytest.raises(StudyError, match=message) as err:
+        make_noise("labels.dilution").corrupt(LABELS, 10, level, gen())
+    assert "\n" not in str(err.value)
+
+
+def test_only_dilution_goes_beyond_one_and_no_other_noise_changes_the_size():
+    for name, cls in NOISES.items():
+        assert cls.max_level == (100.0 if name == "labels.dilution" else 1.0), name
+        if issubclass(cls, LabelNoise) and name != "labels.dilution":
+            assert cls.model_construct().size_factor(1.0) == 1, name
+
+
+# --- levels beyond [0, 1] in a study ----------------------------------------------------
+
+
+def study_with(setups, levels=None):
+    return {"name": "s", "seeds": [0], **({"levels": levels} if levels else {}), "setups": setups}
+
+
+def test_dilution_levels_above_one_are_accepted_own_or_study_wide():
+    mixed = study_with(
+        [
+            {"name": "dil", "noise": "labels.dilution", "levels": [0, 1, 2, 5]},
+            {"name": "uni", "noise": "labels.uniform"},
+        ],
+        levels=[0.0, 0.5],
+    )
+    study = parse_study(mixed)
+    assert study.levels_of(study.setups[0]) == [0.0, 1.0, 2.0, 5.0]
+    assert sorted(r.level for r in plan(study) if r.setup == "dil") == [1.0, 2.0, 5.0]
+    alone = parse_study(study_with([{"name": "d", "noise": "labels.dilution"}], [0, 2, 100]))
+    assert [r.level for r in plan(alone)] == [0.0, 2.0, 100.0]
+
+
+@pytest.mark.parametrize(
+    ("setup", "levels", "expected"),
+    [
+        (
+            {"name": "uni", "noise": "labels.uniform", "levels": [0, 2]},
+            None,
+            "field 'setups.0': setup 'uni' (labels.uniform), levels.1: level 2 is outside its "
+            "range [0, 1]",
+        ),
+        (
+            {"name": "uni", "noise": "labels.uniform"},
+            [0.0, 1.5],
+            "field 'setups': setup 'uni' (labels.uniform), study levels.1: level 1.5 is outside "
+            "its range [0, 1]",
+        ),
+        (
+            {"name": "px", "noise": "pixels.gaussian", "levels": [0.5, 3]},
+            None,
+            "setup 'px' (pixels.gaussian), levels.1: level 3 is outside its range [0, 1]",
+        ),
+        (
+            {"name": "dil", "noise": "labels.dilution", "levels": [0, 1.5]},
+            None,
+            "setup 'dil' (labels.dilution), levels.1: level 1.5 is not a whole number",
+        ),
+        (
+            {"name": "dil", "noise": "labels.dilution"},
+            [0.0, 0.5],
+            "setup 'dil' (labels.dilution), study levels.1: level 0.5 is not a whole number",
+        ),
+        (
+            {"name": "dil", "noise": "labels.dilution", "levels": [0, 101]},
+            None,
+            "field 'setups.0.levels.1': Input should be less than or equal to 100",
+        ),
+    ],
+)
+def test_a_level_outside_the_noises_range_is_one_line_naming_the_setup(setup, levels, expected):
+    with pytest.raises(StudyError) as err:
+        parse_study(study_with([setup], levels))
+    assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_cli_rejects_a_level_outside_the_noises_range_with_one_line_and_exit_2(tmp_path):
+    path = tmp_path / "study.toml"
+    path.write_text('levels = [0, 2]\n[[setups]]\nname = "uni"\nnoise = "labels.uniform"\n')
+    result = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "setup 'uni' (labels.uniform)" in lines[0] and "[0, 1]" in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_noise_zoo_preset_runs_every_registered_noise():
+    study = load_preset("noise-zoo")
+    assert {s.noise for s in study.setups} == set(NOISES)
+    assert study.description and len(study.seeds) == 2 and study.train.epochs == 5
+    runs = plan(study)
+    assert len(runs) == len(study.setups) * 3 * 2 + 2
+    dilution = [r for r in runs if r.noise == "labels.dilution"]
+    assert sorted({r.level for r in dilution}) == [1.0, 2.0, 5.0]
+    assert max(r.level for r in runs if r.noise != "labels.dilution") <= 1.0
 
 
 # --- pixel and image noises: shared behaviour -------------------------------------------
@@ -458,6 +666,7 @@ def test_fixed_shuffle_fix_matches_apply_at_every_step():
 
 ENGINE_SETUPS = [
     ("labels.pairflip", {}),
+    ("labels.shuffle", {}),
     ("labels.matrix", {"matrix": torch.eye(10).roll(1, 1).tolist()}),
     ("labels.feature", {"reference_epochs": 1}),
     ("pixels.gaussian", {}),

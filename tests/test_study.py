@@ -47,7 +47,8 @@ def test_packs_group_compatible_runs_and_respect_the_size_limit():
     ("changes", "field", "message"),
     [
         ({"colour": "blue"}, "colour", "unknown key"),
-        ({"levels": [0.1, 1.5]}, "levels.1", "less than or equal to 1"),
+        ({"levels": [0.1, 1.5]}, "setups", "study levels.1: level 1.5 is outside its range [0, 1]"),
+        ({"levels": [0.1, 150]}, "levels.1", "less than or equal to 100"),
         ({"levels": [-0.1]}, "levels.0", "greater than or equal to 0"),
         ({"train": {"epochs": 0}}, "train.epochs", "greater than 0"),
         ({"train": {"batch_size": -4}}, "train.batch_size", "greater than 0"),

@@ -10,7 +10,7 @@ import torch
 from ..data import Dataset
 from ..engine import RunResult
 from ..errors import NoisebenchError
-from ..study import RunSpec
+from ..study import AnalysisSpec, RunSpec
 
 # progress(job index, steps done, steps total) as a pack advances
 PackProgress = Callable[[int, int, int], None]
@@ -23,6 +23,7 @@ class PackJob:
     index: int
     runs: list[RunSpec]
     checkpoint: Path | None
+    analysis: AnalysisSpec | None = None  # what is measured besides the loss
 
 
 @dataclass(frozen=True)

@@ -20,5 +20,12 @@ class LocalBackend:
             def report(step: int, of: int, index: int = job.index) -> None:
                 progress(index, step, of)
 
-            results = train_pack(job.runs, data, device, checkpoint=job.checkpoint, progress=report)
+            results = train_pack(
+                job.runs,
+                data,
+                device,
+                checkpoint=job.checkpoint,
+                progress=report,
+                analysis=job.analysis,
+            )
             yield PackOutcome(job=job, results=results, started_at=started)

@@ -30,8 +30,9 @@ import torch
 
 from ..data import Dataset
 from ..engine import RunResult, train_pack
+from ..engine.trainset import train_set_size
 from ..errors import NoisebenchError
-from ..study import RunSpec
+from ..study import AnalysisSpec, RunSpec
 from . import PackJob, PackOutcome, PackProgress
 
 ENV_CPUS = "NOISEBENCH_RAY_CPUS"
@@ -90,6 +91,7 @@ def _train_task(
     index: int,
     sink: Any,
     threads: int,
+    analysis: AnalysisSpec | None,
 ) -> tuple[list[RunResult], float]:
     """The body of one pack's Ray task: train it where Ray placed it."""
     import ray
@@ -109,6 +111,7 @@ def _train_task(
         torch.device(device),  # "cuda" is the GPU Ray assigned to this task
         checkpoint=None if checkpoint is None else Path(checkpoint),
         progress=report,
+        analysis=analysis,
     )
     return results, started
 
@@ -228,6 +231,7 @@ class RayBackend:
                     job.index,
                     sink,
                     threads,
+                    job.analysis,
                 )
                 pending[ref] = job
             yield from self._collect(pending, data, sink, progress)
@@ -280,7 +284,7 @@ class RayBackend:
                     )
                     continue
                 spec = job.runs[0].train
-                steps = -(-len(data.train_y) // spec.batch_size) * spec.epochs
+                steps = -(-train_set_size(job.runs[0], data) // spec.batch_size) * spec.epochs
                 progress(job.index, steps, steps)
                 yield PackOutcome(job=job, results=results, started_at=started)
         if failure is not None:

@@ -12,14 +12,17 @@ import torch
 
 from .. import seeding
 from ..data import Dataset
-from ..noise import LabelNoise, LabelNoiseResult, make_noise
-from ..study import RunSpec, TrainSpec
+from ..noise import LabelNoiseResult
+from ..study import AnalysisSpec, RunSpec, TrainSpec
+from .measure import EvalSets, epoch_metrics, eval_sets, final_metrics
 from .model import StackedMLP, evaluate
 from .optimizer import Optimizer
+from .stopping import Stopping
 from .threads import SingleThreadedOps, Workers, shard_count
 from .trainer import Trainer, pixel_groups, pixel_key
+from .trainset import RunTrainSet, run_train_set, split_validation
 
-CHECKPOINT_FORMAT = 3
+CHECKPOINT_FORMAT = 4
 
 
 @dataclass
@@ -29,17 +32,6 @@ class RunResult:
     epochs: list[dict[str, float]] = field(default_factory=list)  # extra keys: more metrics
     label_noise: LabelNoiseResult | None = None
     final: dict[str, float] = field(default_factory=dict)  # metrics measured after training
-
-
-def _label_noise(run: RunSpec, data: Dataset) -> LabelNoiseResult | None:
-    if run.noise is None or run.level == 0:
-        return None
-    noise = make_noise(run.noise, dict(run.params))
-    if not isinstance(noise, LabelNoise):
-        return None
-    noise.prepare(data.train_x, data.train_y, run.seed)
-    gen = seeding.generator(run.seed, "labels")
-    return noise.corrupt(data.train_y, data.num_classes, run.level, gen)
 
 
 def _pack_order(runs: list[RunSpec], shards: int) -> tuple[list[int], list[int]]:
@@ -82,11 +74,18 @@ class Pack:
     spec: TrainSpec
     runs: list[RunSpec]  # in pack order
     order_in_pack: list[int]  # runs[i] is the caller's runs_in[order_in_pack[i]]
-    label_noise: list[LabelNoiseResult | None]
+    trains: list[RunTrainSet]  # each run's training set and labels
     pixel_gens: list[torch.Generator | None]  # per run, None without pixel noise
     model: StackedMLP
     optimizer: Optimizer
     shards: list[Shard]
+    sets: EvalSets
+    n_train: int  # examples in each run's training set
+
+    def tensors(self) -> list[torch.Tensor]:
+        """Everything of the model that training changes: parameters, then buffers."""
+        buffers = self.model.buffers() if hasattr(self.model, "buffers") else []
+        return [*self.model.parameters(), *buffers]
 
     def sync_optimizer(self) -> None:
         """Shards count their own steps; the pack's optimizer takes theirs (all equal)."""
@@ -98,13 +97,31 @@ class Pack:
             shard.trainer.opt.step_count = self.optimizer.step_count
 
 
-def build(runs_in: list[RunSpec], data: Dataset, device: torch.device, shards: int) -> Pack:
+def _stacked_sources(trains: list[RunTrainSet], n: int, device) -> torch.Tensor | None:
+    if all(t.source is None for t in trains):
+        return None
+    every = torch.arange(n)
+    return torch.stack([every if t.source is None else t.source for t in trains]).to(device)
+
+
+def build(
+    runs_in: list[RunSpec],
+    data: Dataset,
+    device: torch.device,
+    shards: int,
+    analysis: AnalysisSpec | None = None,
+) -> Pack:
     spec = runs_in[0].train
     order_in_pack, bounds = _pack_order(runs_in, shards)
     runs = [runs_in[i] for i in order_in_pack]
     train_x = data.train_x.to(device)
-    label_noise = [_label_noise(run, data) for run in runs]
-    labels = torch.stack([ln.labels if ln else data.train_y for ln in label_noise]).to(device)
+    pool, valid_rows = split_validation(data, runs[0].validation)
+    trains = [run_train_set(run, data, pool if runs[0].validation else None) for run in runs]
+    sizes = {len(t.labels) for t in trains}
+    assert len(sizes) == 1, "a pack's runs must have training sets of one size"
+    n_train = sizes.pop()
+    labels = torch.stack([t.labels for t in trains]).to(device)
+    source = _stacked_sources(trains, n_train, device)
     pixel_gens = [
         seeding.generator(r.seed, "pixels", device) if pixel_key(r) else None for r in runs
     ]
@@ -118,9 +135,13 @@ def build(runs_in: list[RunSpec], data: Dataset, device: torch.device, shards: i
         groups = pixel_groups(runs[start:stop], pixel_gens[start:stop], train_x, fitted)
         opt = optimizer.rows(start, stop, rows)
         seeds = [r.seed for r in runs[start:stop]]
-        trainer = Trainer(rows, opt, train_x, labels[start:stop], groups, spec, seeds)
+        own = None if source is None else source[start:stop]
+        trainer = Trainer(rows, opt, train_x, labels[start:stop], groups, spec, seeds, own)
         parts.append(Shard(start, stop, rows, trainer))
-    return Pack(spec, runs, order_in_pack, label_noise, pixel_gens, model, optimizer, parts)
+    sets = eval_sets(data, valid_rows, n_train, analysis or AnalysisSpec(), device)
+    return Pack(
+        spec, runs, order_in_pack, trains, pixel_gens, model, optimizer, parts, sets, n_train
+    )
 
 
 def train_pack(
@@ -129,20 +150,24 @@ def train_pack(
     device: torch.device | str = "cpu",
     checkpoint: Path | None = None,
     progress: Callable[[int, int], None] | None = None,
+    analysis: AnalysisSpec | None = None,
 ) -> list[RunResult]:
     """Train `runs` (one architecture and recipe) as one stacked model; return their metrics.
 
     With `checkpoint`, the pack's full state (parameters, optimizer, every generator) is saved
     after each epoch and training continues from it, bit for bit, when restarted.
-    `progress(steps_done, steps_total)` is called as training advances.
+    `progress(steps_done, steps_total)` is called as training advances. `analysis` says what
+    is measured besides the loss (default: AnalysisSpec()).
     """
     device = torch.device(device)
+    analysis = analysis or AnalysisSpec()
     shards = shard_count(len(runs), device)
     with torch.no_grad():
         # label noise and `fixed` pixel noise are prepared with torch's usual threads
-        pack = build(runs, data, device, shards)
+        pack = build(runs, data, device, shards, analysis)
         with SingleThreadedOps(device), Workers(shards) as workers:
-            return _train_pack(pack, runs, data, device, checkpoint, progress, workers)
+            trainer = _PackTraining(pack, runs, data.num_classes, workers, analysis)
+            return trainer.run(checkpoint, progress)
 
 
 def evaluate_pack(pack: Pack, workers: Workers, test_x, test_y) -> torch.Tensor:
@@ -151,118 +176,162 @@ def evaluate_pack(pack: Pack, workers: Workers, test_x, test_y) -> torch.Tensor:
     return torch.cat(parts, dim=1)
 
 
-def _train_pack(
-    pack: Pack,
-    runs_in: list[RunSpec],
-    data: Dataset,
-    device: torch.device,
-    checkpoint: Path | None,
-    progress: Callable[[int, int], None] | None,
-    workers: Workers,
-) -> list[RunResult]:
-    spec, runs, order_in_pack = pack.spec, pack.runs, pack.order_in_pack
-    n_runs, n_train = len(runs), len(data.train_y)
-    model, optimizer = pack.model, pack.optimizer
-    test_x, test_y = data.test_x.to(device), data.test_y.to(device)
-    order_gens = [seeding.generator(r.seed, "order") for r in runs]
-    results = [RunResult(run_id=r.run_id, status="done") for r in runs]
-    start_epoch = 0
+class _PackTraining:
+    """The epochs of one pack: train, measure, stop, checkpoint; then the final analyses."""
 
-    run_ids = [r.run_id for r in runs_in]
-    if checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
-        if state.get("format") == CHECKPOINT_FORMAT and state["run_ids"] == run_ids:
-            # rows are in pack order, which depends on the shard count: map them by run
-            rows = [state["pack_ids"].index(r.run_id) for r in runs]
-            for p, saved in zip(model.parameters(), state["params"], strict=True):
-                p.copy_(saved[rows])
-            optimizer.load_state_dict(
-                {
-                    k: v if k == "step" else [t[rows] for t in v]
-                    for k, v in state["optimizer"].items()
-                }
-            )
-            pack.reset_shards()
-            for r, g in enumerate(order_gens):
-                g.set_state(state["order_gens"][rows[r]].cpu())
-            for r, g in enumerate(pack.pixel_gens):
-                if g is not None:
-                    s = state["pixel_gens"][rows[r]]
-                    g.set_state(s.cpu() if device.type == "cpu" else s)
-            for r, res in enumerate(results):
-                res.epochs = state["epochs"][rows[r]]
-                res.status = state["status"][rows[r]]
-            start_epoch = state["epoch"]
+    def __init__(
+        self,
+        pack: Pack,
+        runs_in: list[RunSpec],
+        num_classes: int,
+        workers: Workers,
+        analysis: AnalysisSpec,
+    ):
+        self.pack, self.workers, self.analysis = pack, workers, analysis
+        self.num_classes = num_classes
+        self.run_ids = [r.run_id for r in runs_in]
+        self.order_gens = [seeding.generator(r.seed, "order") for r in pack.runs]
+        self.results = [RunResult(run_id=r.run_id, status="done") for r in pack.runs]
+        self.stopping = Stopping(pack.runs, pack.tensors())
+        self.epoch = 0  # epochs done
 
-    batch = spec.batch_size
-    steps = math.ceil(n_train / batch)
-    total_steps = steps * spec.epochs
-    for epoch in range(start_epoch, spec.epochs):
-        began = time.perf_counter()
-        order = torch.stack([torch.randperm(n_train, generator=g) for g in order_gens])
-        order = order.to(device)
-        loss_sum = torch.zeros(n_runs, device=device, dtype=torch.float64)
-        correct = torch.zeros(n_runs, device=device, dtype=torch.float64)
+    def run(
+        self, checkpoint: Path | None, progress: Callable[[int, int], None] | None
+    ) -> list[RunResult]:
+        pack = self.pack
+        if checkpoint is not None and checkpoint.exists():
+            self._resume(checkpoint)
+        steps = math.ceil(pack.n_train / pack.spec.batch_size)
+        total = steps * pack.spec.epochs
+        while self.epoch < pack.spec.epochs and self.stopping.any_active:
+            began = time.perf_counter()
+            self._train_epoch(steps, progress, total)
+            train_s = time.perf_counter() - began
+            self._record(train_s, began)
+            self.epoch += 1
+            if checkpoint is not None and self.epoch < pack.spec.epochs:
+                _save_atomic(self._state(), checkpoint)
+        if progress is not None:
+            progress(total, total)
+        self._finish()
+        out: list[RunResult] = [self.results[0]] * len(pack.runs)
+        for internal, original in enumerate(pack.order_in_pack):
+            self.results[internal].label_noise = pack.trains[internal].label_noise
+            out[original] = self.results[internal]
+        return out
 
-        def train_shard(
-            shard: Shard,
-            epoch: int = epoch,
-            order: torch.Tensor = order,
-            loss_sum: torch.Tensor = loss_sum,
-            correct: torch.Tensor = correct,
-        ) -> None:
+    def _train_epoch(self, steps: int, progress, total: int) -> None:
+        pack, batch, epoch = self.pack, self.pack.spec.batch_size, self.epoch
+        n = pack.n_train
+        order = torch.stack([torch.randperm(n, generator=g) for g in self.order_gens])
+        order = order.to(pack.sets.test_x.device)
+        device = order.device
+        self.loss_sum = torch.zeros(len(pack.runs), device=device, dtype=torch.float64)
+        self.correct = torch.zeros(len(pack.runs), device=device, dtype=torch.float64)
+
+        def train_shard(shard: Shard) -> None:
             rows = slice(shard.start, shard.stop)
-            sums, hits = loss_sum[rows], correct[rows]
+            sums, hits = self.loss_sum[rows], self.correct[rows]
             for step in range(steps):
-                if workers.stop.is_set():
+                if self.workers.stop.is_set():
                     return
                 shard.trainer.step(order[rows, step * batch : (step + 1) * batch], sums, hits)
                 if shard.start == 0 and progress is not None and step % 50 == 0:
-                    progress(epoch * steps + step, total_steps)
+                    progress(epoch * steps + step, total)
 
-        workers.map(train_shard, pack.shards)
+        self.workers.map(train_shard, pack.shards)
+
+    def _record(self, train_s: float, began: float) -> None:
+        """Measure every run after an epoch and record the runs still training."""
+        pack, analysis = self.pack, self.analysis
         pack.sync_optimizer()
-        test_loss, test_acc, test_conf = evaluate_pack(pack, workers, test_x, test_y)
-        wall = time.perf_counter() - began
-        metrics = torch.stack(
-            [loss_sum / n_train, correct / n_train, test_loss, test_acc, test_conf]
+        test = evaluate_pack(pack, self.workers, pack.sets.test_x, pack.sets.test_y)
+        parts = self.workers.map(
+            lambda s: epoch_metrics(s.model, pack.sets, pack.trains[s.start : s.stop], analysis),
+            pack.shards,
         )
-        for r, (tr_loss, tr_acc, te_loss, te_acc, te_conf) in enumerate(metrics.T.tolist()):
-            if results[r].status == "diverged":
+        extra = [row for part in parts for row in part]
+        wall = time.perf_counter() - began
+        n = pack.n_train
+        metrics = torch.stack([self.loss_sum / n, self.correct / n, *test]).T.tolist()
+        tensors = pack.tensors()
+        for r, (tr_loss, tr_acc, te_loss, te_acc, te_conf) in enumerate(metrics):
+            result = self.results[r]
+            if result.status == "diverged" or not self.stopping.active[r]:
                 continue
             if not all(math.isfinite(v) for v in (tr_loss, te_loss)):
-                results[r].status = "diverged"
-            results[r].epochs.append(
-                {
-                    "epoch": epoch + 1,
-                    "train_loss": tr_loss,
-                    "train_acc": tr_acc,
-                    "test_loss": te_loss,
-                    "test_acc": te_acc,
-                    "test_conf": te_conf,
-                    "wall_s": wall,
-                }
-            )
-        if checkpoint is not None and epoch + 1 < spec.epochs:
-            _save_atomic(
-                {
-                    "format": CHECKPOINT_FORMAT,
-                    "run_ids": run_ids,
-                    "pack_ids": [r.run_id for r in runs],
-                    "epoch": epoch + 1,
-                    "params": [p.detach() for p in model.parameters()],
-                    "optimizer": optimizer.state_dict(),
-                    "order_gens": [g.get_state() for g in order_gens],
-                    "pixel_gens": [g.get_state() if g else None for g in pack.pixel_gens],
-                    "epochs": [res.epochs for res in results],
-                    "status": [res.status for res in results],
-                },
-                checkpoint,
-            )
-    if progress is not None:
-        progress(total_steps, total_steps)
-    out: list[RunResult] = [results[0]] * n_runs
-    for internal, original in enumerate(order_in_pack):
-        results[internal].label_noise = pack.label_noise[internal]
-        out[original] = results[internal]
-    return out
+                result.status = "diverged"
+            row = {
+                "epoch": self.epoch + 1,
+                "train_loss": tr_loss,
+                "train_acc": tr_acc,
+                "test_loss": te_loss,
+                "test_acc": te_acc,
+                "test_conf": te_conf,
+                "wall_s": wall,
+                "train_s": train_s,
+            } | extra[r]
+            result.epochs.append(row)
+            if result.status == "diverged":
+                self.stopping.active[r] = False
+            else:
+                self.stopping.observe(r, self.epoch + 1, row, tensors)
+
+    def _finish(self) -> None:
+        """Each run takes its kept parameters; then the analyses after training."""
+        pack, analysis = self.pack, self.analysis
+        self.stopping.restore(pack.tensors())
+
+        def measure(s: Shard) -> list[dict[str, float]]:
+            seeds = [r.seed for r in pack.runs[s.start : s.stop]]
+            trains = pack.trains[s.start : s.stop]
+            return final_metrics(s.model, pack.sets, trains, seeds, analysis, self.num_classes)
+
+        finals = [row for part in self.workers.map(measure, pack.shards) for row in part]
+        for r, result in enumerate(self.results):
+            last = result.epochs[-1]["epoch"] if result.epochs else 0
+            result.final = self.stopping.final(r, last) | {"train_size": pack.n_train}
+            if result.status != "diverged":
+                result.final |= finals[r]
+
+    def _state(self) -> dict[str, Any]:
+        pack = self.pack
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "run_ids": self.run_ids,
+            "pack_ids": [r.run_id for r in pack.runs],
+            "epoch": self.epoch,
+            "tensors": [t.detach() for t in pack.tensors()],
+            "optimizer": pack.optimizer.state_dict(),
+            "order_gens": [g.get_state() for g in self.order_gens],
+            "pixel_gens": [g.get_state() if g else None for g in pack.pixel_gens],
+            "epochs": [res.epochs for res in self.results],
+            "status": [res.status for res in self.results],
+            "stopping": self.stopping.state_dict(),
+        }
+
+    def _resume(self, checkpoint: Path) -> None:
+        pack = self.pack
+        device = pack.sets.test_x.device
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        if state.get("format") != CHECKPOINT_FORMAT or state["run_ids"] != self.run_ids:
+            return
+        # rows are in pack order, which depends on the shard count: map them by run
+        rows = [state["pack_ids"].index(r.run_id) for r in pack.runs]
+        for t, saved in zip(pack.tensors(), state["tensors"], strict=True):
+            t.copy_(saved[rows])
+        pack.optimizer.load_state_dict(
+            {k: v if k == "step" else [t[rows] for t in v] for k, v in state["optimizer"].items()}
+        )
+        pack.reset_shards()
+        for r, g in enumerate(self.order_gens):
+            g.set_state(state["order_gens"][rows[r]].cpu())
+        for r, g in enumerate(pack.pixel_gens):
+            if g is not None:
+                saved = state["pixel_gens"][rows[r]]
+                g.set_state(saved.cpu() if device.type == "cpu" else saved)
+        for r, res in enumerate(self.results):
+            res.epochs = state["epochs"][rows[r]]
+            res.status = state["status"][rows[r]]
+        self.stopping.load_state_dict(state["stopping"], rows)
+        self.epoch = state["epoch"]

@@ -12,7 +12,14 @@ from pydantic import ValidationError
 from ..errors import StudyError
 from .base import LabelNoise, LabelNoiseResult, Noise, PixelNoise
 from .inputs import ImageRandom, PixelGaussian, PixelSaltPepper, PixelShuffle
-from .labels import LabelFeature, LabelMatrix, LabelPairFlip, LabelUniform
+from .labels import (
+    LabelDilution,
+    LabelFeature,
+    LabelMatrix,
+    LabelPairFlip,
+    LabelShuffle,
+    LabelUniform,
+)
 from .pixels import PixelReplace
 
 NOISES: dict[str, type[Noise]] = {
@@ -20,6 +27,8 @@ NOISES: dict[str, type[Noise]] = {
     "labels.pairflip": LabelPairFlip,
     "labels.matrix": LabelMatrix,
     "labels.feature": LabelFeature,
+    "labels.shuffle": LabelShuffle,
+    "labels.dilution": LabelDilution,
     "pixels.replace": PixelReplace,
     "pixels.gaussian": PixelGaussian,
     "pixels.saltpepper": PixelSaltPepper,

@@ -1,6 +1,7 @@
 """What every noise model provides."""
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -11,19 +12,34 @@ class Noise(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     target: str = ""  # "labels" or "pixels", fixed per subclass
+    max_level: ClassVar[float] = 1.0  # levels must lie in [0, max_level]
+
+    def check_level(self, level: float) -> None:
+        """Raise ValueError, with a short reason, if this noise cannot run at `level`."""
+        if not 0.0 <= level <= self.max_level:
+            raise ValueError(f"level {level:g} is outside its range [0, {self.max_level:g}]")
 
 
 @dataclass(frozen=True)
 class LabelNoiseResult:
-    """Labels after corruption, and which examples were picked with what they were before."""
+    """Labels after corruption, and which examples were picked with what they were before.
 
-    labels: torch.Tensor  # int64 [N], what the model trains on
-    picked: torch.Tensor  # int64 [k], indices of the examples chosen for corruption
-    original: torch.Tensor  # int64 [k], their labels before corruption
+    A noise may change the training set's size: then the corrupted set has N' examples,
+    example i being a copy of clean example source[i], and `labels`, `picked` refer to it.
+    """
+
+    labels: torch.Tensor  # int64 [N'], what the model trains on
+    picked: torch.Tensor  # int64 [k], indices (into the N' examples) chosen for corruption
+    original: torch.Tensor  # int64 [k], their source examples' labels before corruption
+    source: torch.Tensor | None = None  # int64 [N'], clean example of each; None: the N in order
 
 
 class LabelNoise(Noise):
     """Corrupts training labels once, before training."""
+
+    def size_factor(self, level: float) -> int:
+        """N'/N: how many times larger corrupt() makes the training set at `level`."""
+        return 1
 
     def prepare(self, train_x: torch.Tensor, train_y: torch.Tensor, seed: int) -> None:
         """See the clean training set (uint8 [N, F], int64 [N]) of run `seed` before corrupt()."""

@@ -2,7 +2,7 @@
 
 import hashlib
 import math
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +53,26 @@ def _result(labels: torch.Tensor, picked: torch.Tensor, assigned: torch.Tensor) 
     noisy = labels.clone()
     noisy[picked] = assigned
     return LabelNoiseResult(labels=noisy, picked=picked, original=labels[picked].clone())
+
+
+class LabelShuffle(LabelNoise):
+    """Exactly round(level·N) examples, chosen at random, have their labels permuted among
+    themselves, so every class keeps exactly its count; level 1 permutes the whole label vector
+    (the "random labels" of Zhang et al. 2017).
+
+    A permuted example may get its own label back by chance (about 1 time in K with balanced
+    classes), so about (1 − 1/K)·level·N labels really change. The picked examples are the
+    same as labels.uniform's for the same seed, and nested across levels.
+    """
+
+    target: Literal["labels"] = "labels"
+
+    def corrupt(
+        self, labels: torch.Tensor, num_classes: int, level: float, gen: torch.Generator
+    ) -> LabelNoiseResult:
+        picked = _pick(labels, level, gen)
+        perm = torch.randperm(picked.numel(), generator=gen).to(labels.device)
+        return _result(labels, picked, labels[picked][perm])
 
 
 class LabelPairFlip(LabelNoise):
@@ -127,6 +147,53 @@ class LabelMatrix(LabelNoise):
         # same new label at both.
         draws = torch.multinomial(rows, 1, generator=gen).squeeze(1).to(labels.device)
         return _result(labels, picked, draws[picked])
+
+
+class LabelDilution(LabelNoise):
+    """The level is an integer k ≥ 0 of noisy copies per clean example (Rolnick et al. 2017,
+    "Deep learning is robust to massive label noise"): the training set becomes the N clean
+    examples followed by k blocks of copies of all N, each copy labelled uniformly at random.
+
+    Copy j of example i is training example (1 + j)·N + i. With `exclude_true` a copy's label is
+    drawn from the other classes only; otherwise it is the true one with probability 1/K.
+    The training set grows to (1 + k)·N (size_factor); a seed's copies at level k are the first
+    k blocks of its copies at any higher level, with the same labels.
+    """
+
+    target: Literal["labels"] = "labels"
+    exclude_true: bool = False
+    max_level: ClassVar[float] = 100.0
+
+    def check_level(self, level: float) -> None:
+        super().check_level(level)
+        if not float(level).is_integer():
+            raise ValueError(f"level {level:g} is not a whole number of noisy copies")
+
+    def size_factor(self, level: float) -> int:
+        return 1 + int(level)
+
+    def corrupt(
+        self, labels: torch.Tensor, num_classes: int, level: float, gen: torch.Generator
+    ) -> LabelNoiseResult:
+        try:
+            self.check_level(level)
+        except ValueError as exc:
+            raise StudyError(f"labels.dilution: {exc}") from None
+        n, copies = labels.numel(), int(level)
+        blocks = []
+        for _ in range(copies):  # block by block, so lower levels are prefixes of higher ones
+            if self.exclude_true:
+                offsets = torch.randint(1, num_classes, (n,), generator=gen).to(labels.device)
+                blocks.append((labels + offsets) % num_classes)
+            else:
+                blocks.append(torch.randint(0, num_classes, (n,), generator=gen).to(labels.device))
+        index = torch.arange(n, device=labels.device)
+        return LabelNoiseResult(
+            labels=torch.cat([labels, *blocks]),
+            picked=torch.arange(n, (1 + copies) * n, device=labels.device),
+            original=labels.repeat(copies),
+            source=index.repeat(1 + copies),
+        )
 
 
 REFERENCE_HIDDEN, REFERENCE_LR, REFERENCE_BATCH = 128, 0.05, 64

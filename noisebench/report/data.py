@@ -79,6 +79,8 @@ class ReportData:
     examples: dict[str, np.ndarray] = field(default_factory=dict)
     pack_walls: list[float] = field(default_factory=list)
     epoch_wall_s: float = 0.0
+    # named metrics (store.metrics()): per epoch, and after training as epoch 0
+    metrics: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def num_classes(self) -> int:
@@ -253,6 +255,7 @@ def load(store: Store, directory: Path | None = None) -> ReportData:
         runs=runs,
         pack_walls=_pack_walls(runs),
         epoch_wall_s=_epoch_wall(store),
+        metrics=store.metrics(),
     )
     n = int(meta.get("train_size") or 0)
     for setup in setups:

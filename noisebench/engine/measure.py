@@ -1,0 +1,134 @@
+"""What a pack measures besides its loss: after each epoch (validation, calibration, how the
+training set is fitted) and after training (robustness, finding the wrong labels).
+
+Every measurement runs per shard in the shard threads, and anything random or run-specific is
+done run by run, so a run's numbers do not depend on its pack.
+"""
+
+import copy
+from dataclasses import dataclass
+
+import torch
+
+from .. import analysis, seeding
+from ..data import Dataset
+from ..study import AnalysisSpec
+from .model import StackedMLP, evaluate
+from .trainset import RunTrainSet
+
+
+@dataclass
+class EvalSets:
+    """The images a pack is measured on; training-set rows are per run."""
+
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    valid_x: torch.Tensor | None  # uint8 [V, F], the held-out rows (None: no validation)
+    valid_y: torch.Tensor | None
+    train_x: torch.Tensor  # the dataset's training images (uint8 [N, F])
+    watched: torch.Tensor | None  # positions of each run's training set measured per epoch
+
+
+def eval_sets(data: Dataset, valid_rows: torch.Tensor, size: int, spec: AnalysisSpec, device):
+    """The test and validation images, and which `size`-example training-set positions are
+    measured every epoch (the same for every run of the pack)."""
+    valid = len(valid_rows) > 0
+    want = size if spec.train_eval == "all" else min(spec.train_eval, size)
+    watched = None
+    if want > 0:
+        watched = torch.randperm(size, generator=seeding.generator(0, "watched"))[:want]
+        watched = watched.sort().values
+    return EvalSets(
+        test_x=data.test_x.to(device),
+        test_y=data.test_y.to(device),
+        valid_x=data.train_x[valid_rows].to(device) if valid else None,
+        valid_y=data.train_y[valid_rows].to(device) if valid else None,
+        train_x=data.train_x.to(device),
+        watched=watched,
+    )
+
+
+def _rows(train_x: torch.Tensor, train: RunTrainSet, positions: torch.Tensor | None):
+    """A run's training images at `positions` of its training set (None: all of them)."""
+    if train.source is None:
+        return train_x if positions is None else train_x[positions]
+    rows = train.source if positions is None else train.source[positions]
+    return train_x[rows.to(train_x.device)]
+
+
+def epoch_metrics(
+    model: StackedMLP, sets: EvalSets, trains: list[RunTrainSet], spec: AnalysisSpec
+) -> list[dict[str, float]]:
+    """Per run of `model` (a shard): calibration on the test set, validation loss and
+    accuracy, and how its watched training examples are fitted, on clean inputs."""
+    _, ece = analysis.calibration(model, sets.test_x, sets.test_y, bins=spec.calibration_bins)
+    out = [{"test_ece": float(e)} for e in ece]
+    if sets.valid_x is not None:
+        loss, acc, _ = evaluate(model, sets.valid_x, sets.valid_y)
+        for row, lv, av in zip(out, loss.tolist(), acc.tolist(), strict=True):
+            row.update(val_loss=lv, val_acc=av)
+    if sets.watched is not None:
+        for r, (row, train) in enumerate(zip(out, trains, strict=True)):
+            pos = sets.watched
+            split = analysis.memorisation_split(
+                model.rows(r, r + 1),
+                _rows(sets.train_x, train, pos),
+                train.labels[pos].unsqueeze(0),
+                train.true[pos],
+                train.corrupted[pos].unsqueeze(0),
+            )
+            row["train_clean_acc"] = float(split["train_acc"])
+            if train.label_noise is not None:
+                row |= {f"fit_{k.removesuffix('_fit')}": float(split[k]) for k in _FITS}
+    return out
+
+
+_FITS = ("noisy_fit", "true_fit", "clean_fit")
+
+
+def _detached(model: StackedMLP) -> StackedMLP:
+    """The model with every tensor detached (no copy): its views were made without grad, so
+    autograd, which the attacks need for input gradients, must not see them as parameters."""
+    frozen = copy.copy(model)
+    for name, value in vars(model).items():
+        if isinstance(value, torch.Tensor):
+            setattr(frozen, name, value.detach())
+        elif isinstance(value, list) and value and isinstance(value[0], torch.Tensor):
+            setattr(frozen, name, [v.detach() for v in value])
+    return frozen
+
+
+def final_metrics(
+    model: StackedMLP,
+    sets: EvalSets,
+    trains: list[RunTrainSet],
+    seeds: list[int],
+    spec: AnalysisSpec,
+    num_classes: int,
+) -> list[dict[str, float]]:
+    """Per run of `model` (a shard, as kept at the end): accuracy under FGSM and under random
+    signs of the same size on the test set, and how well its own confidence finds the
+    corrupted training labels."""
+    out: list[dict[str, float]] = [{} for _ in seeds]
+    eps = spec.fgsm_eps
+    if eps:
+        fgsm = analysis.fgsm_accuracy(_detached(model), sets.test_x, sets.test_y, eps)
+        gens = [seeding.generator(s, "random-sign", sets.test_x.device) for s in seeds]
+        rand = analysis.random_sign_accuracy(model, sets.test_x, sets.test_y, eps, gens)
+        for r, row in enumerate(out):
+            row |= {f"fgsm@{e:g}": float(v) for e, v in zip(eps, fgsm[r], strict=True)}
+            row |= {f"randsign@{e:g}": float(v) for e, v in zip(eps, rand[r], strict=True)}
+    if not spec.label_issues:
+        return out
+    for r, (row, train) in enumerate(zip(out, trains, strict=True)):
+        corrupted = train.corrupted.unsqueeze(0)
+        if train.label_noise is None or not corrupted.any():
+            continue
+        given = train.labels.unsqueeze(0)
+        x = _rows(sets.train_x, train, None)
+        confidence = analysis.given_label_confidence(model.rows(r, r + 1), x, given)
+        flagged = analysis.flag_label_issues(confidence, given, num_classes)
+        quality = analysis.flag_quality(flagged, corrupted)
+        row |= {f"issues_{k}": float(v) for k, v in quality.items()}
+        row["issues_precision_at_k"] = float(analysis.precision_at_k(confidence, corrupted))
+    return out
