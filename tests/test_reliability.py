@@ -165,6 +165,18 @@ BAD_INPUTS = {
         "unknown backend 'slurm'",
     ),
     "show without results": (lambda tmp_path, **_: ["show", str(tmp_path)], "no results found"),
+    "train size beyond a class": (
+        lambda tmp_path, **kw: (
+            study(head="train_sizes = [9000]\n")(tmp_path, **kw) + ["--dataset", "mnist-sample"]
+        ),
+        "train size 9000 needs 900 examples of class",
+    ),
+    "early stopping without validation": (
+        study(head="early_stopping = { patience = 2 }\n"),
+        "early_stopping needs a validation share",
+    ),
+    "validation share of one half": (study(head="validation = 0.5\n"), "validation"),
+    "unknown train size word": (study(head='train_sizes = ["most"]\n'), "train_sizes.0"),
 }
 
 
