@@ -169,6 +169,7 @@ def _report(directory: Path) -> None:
 
 
 def _show(directory: Path) -> None:
+    from .noise import level_text
     from .store import Store
     from .summary import final_table
 
@@ -179,12 +180,12 @@ def _show(directory: Path) -> None:
         " (FALLBACK SAMPLE)" if meta.get("dataset_fallback") else ""
     )
     table = Table(title=f"{title}: final test metrics, mean ± 95 % CI over seeds")
-    for col in ("setup", "X %", "test accuracy %", "test cross-entropy", "seeds"):
+    for col in ("setup", "level X", "test accuracy %", "test cross-entropy", "seeds"):
         table.add_column(col, justify="left" if col == "setup" else "right")
     for row in rows:
         table.add_row(
             row["setup"],
-            f"{row['level'] * 100:.0f}",
+            level_text(row["noise"], row["level"]),
             row["test_acc"].fmt(100, 2),
             row["test_loss"].fmt(1, 3),
             str(row["seeds"]),

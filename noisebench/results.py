@@ -36,6 +36,14 @@ class Results:
         with Store(self.directory) as store:
             return pd.DataFrame(store.epochs())
 
+    def metrics(self, name_like: str = "%") -> pd.DataFrame:
+        """The named metrics, tidy: one row per run × epoch × metric (epoch 0: measured after
+        training, e.g. "fgsm@0.1"); `name_like` is a SQL LIKE pattern ("fit_%")."""
+        import pandas as pd
+
+        with Store(self.directory) as store:
+            return pd.DataFrame(store.metrics(name_like))
+
     def summary(self) -> pd.DataFrame:
         """Final-epoch test metrics per setup × level: mean and 95 % CI half-width over seeds."""
         import pandas as pd

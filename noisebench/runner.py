@@ -226,6 +226,7 @@ def run_study(
             trainer,
         )
         store.export_csv(out / "results.csv")
+        store.export_csv(out / "metrics.csv", metrics=True)
     return out
 
 

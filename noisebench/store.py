@@ -201,12 +201,13 @@ class Store:
         ).fetchone()
         return None if row is None else _decode(row["data"])
 
-    def export_csv(self, path: str | Path) -> Path:
-        """Write the tidy per-run-per-epoch table as CSV."""
+    def export_csv(self, path: str | Path, metrics: bool = False) -> Path:
+        """Write the tidy per-run-per-epoch table (or with `metrics` the named metrics) as CSV."""
         import csv
 
-        rows = self.epochs()
-        columns = ["setup", "noise", "level", "seed", "status", "run_id", "epoch", *EPOCH_COLUMNS]
+        rows = self.metrics() if metrics else self.epochs()
+        run_columns = ["setup", "noise", "level", "seed", "status", "run_id", "epoch"]
+        columns = [*run_columns, *(("name", "value") if metrics else EPOCH_COLUMNS)]
         path = Path(path)
         tmp = path.with_suffix(".tmp")
         with tmp.open("w", newline="") as fh:

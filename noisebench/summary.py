@@ -98,13 +98,19 @@ def final_table(store: Store) -> list[dict[str, Any]]:
     """One row per setup × level: final-epoch test accuracy, loss and confidence."""
     study = study_of(store)
     data = curves(store)
+    noises = {s.name: s.noise for s in study.setups}
     rows = []
     for setup, levels in setup_levels(study).items():
         for level in levels:
             slot = data.get((setup, level))
             if slot is None:
                 continue
-            row: dict[str, Any] = {"setup": setup, "level": level, "seeds": len(slot["test_acc"])}
+            row: dict[str, Any] = {
+                "setup": setup,
+                "noise": noises[setup],
+                "level": level,
+                "seeds": len(slot["test_acc"]),
+            }
             for metric in ("test_acc", "test_loss", "test_conf", "train_acc", "train_loss"):
                 row[metric] = estimate([seq[-1] for seq in slot[metric]])
             rows.append(row)

@@ -56,6 +56,44 @@ def _rows(train_x: torch.Tensor, train: RunTrainSet, positions: torch.Tensor | N
     return train_x[rows.to(train_x.device)]
 
 
+@dataclass
+class _Seen:
+    """Runs [start, stop) of a shard that see the same training images, and those images
+    with each run's given and true labels at the chosen positions."""
+
+    start: int
+    stop: int
+    x: torch.Tensor  # uint8 [N, F]
+    given: torch.Tensor  # [r, N]
+    true: torch.Tensor  # [N]
+    corrupted: torch.Tensor  # bool [r, N]
+
+
+def _seen(train_x, trains: list[RunTrainSet], positions: torch.Tensor | None) -> list[_Seen]:
+    """Runs on the whole training set share one batched pass; runs on their own subsets or
+    diluted sets are measured one by one."""
+
+    def at(t: torch.Tensor) -> torch.Tensor:
+        return t if positions is None else t[positions]
+
+    if all(t.source is None for t in trains):
+        given = torch.stack([at(t.labels) for t in trains])
+        corrupted = torch.stack([at(t.corrupted) for t in trains])
+        x = train_x if positions is None else train_x[positions]
+        return [_Seen(0, len(trains), x, given, at(trains[0].true), corrupted)]
+    return [
+        _Seen(
+            r,
+            r + 1,
+            _rows(train_x, t, positions),
+            at(t.labels)[None],
+            at(t.true),
+            at(t.corrupted)[None],
+        )
+        for r, t in enumerate(trains)
+    ]
+
+
 def epoch_metrics(
     model: StackedMLP, sets: EvalSets, trains: list[RunTrainSet], spec: AnalysisSpec
 ) -> list[dict[str, float]]:
@@ -67,19 +105,15 @@ def epoch_metrics(
         loss, acc, _ = evaluate(model, sets.valid_x, sets.valid_y)
         for row, lv, av in zip(out, loss.tolist(), acc.tolist(), strict=True):
             row.update(val_loss=lv, val_acc=av)
-    if sets.watched is not None:
-        for r, (row, train) in enumerate(zip(out, trains, strict=True)):
-            pos = sets.watched
-            split = analysis.memorisation_split(
-                model.rows(r, r + 1),
-                _rows(sets.train_x, train, pos),
-                train.labels[pos].unsqueeze(0),
-                train.true[pos],
-                train.corrupted[pos].unsqueeze(0),
-            )
-            row["train_clean_acc"] = float(split["train_acc"])
-            if train.label_noise is not None:
-                row |= {f"fit_{k.removesuffix('_fit')}": float(split[k]) for k in _FITS}
+    if sets.watched is None:
+        return out
+    for seen in _seen(sets.train_x, trains, sets.watched):
+        part = model.rows(seen.start, seen.stop)
+        split = analysis.memorisation_split(part, seen.x, seen.given, seen.true, seen.corrupted)
+        for i, r in enumerate(range(seen.start, seen.stop)):
+            out[r]["train_clean_acc"] = float(split["train_acc"][i])
+            if trains[r].label_noise is not None:
+                out[r] |= {f"fit_{k.removesuffix('_fit')}": float(split[k][i]) for k in _FITS}
     return out
 
 
@@ -120,15 +154,28 @@ def final_metrics(
             row |= {f"randsign@{e:g}": float(v) for e, v in zip(eps, rand[r], strict=True)}
     if not spec.label_issues:
         return out
-    for r, (row, train) in enumerate(zip(out, trains, strict=True)):
-        corrupted = train.corrupted.unsqueeze(0)
-        if train.label_noise is None or not corrupted.any():
-            continue
-        given = train.labels.unsqueeze(0)
-        x = _rows(sets.train_x, train, None)
-        confidence = analysis.given_label_confidence(model.rows(r, r + 1), x, given)
-        flagged = analysis.flag_label_issues(confidence, given, num_classes)
-        quality = analysis.flag_quality(flagged, corrupted)
-        row |= {f"issues_{k}": float(v) for k, v in quality.items()}
-        row["issues_precision_at_k"] = float(analysis.precision_at_k(confidence, corrupted))
+    noisy = [r for r, t in enumerate(trains) if t.label_noise is not None and t.corrupted.any()]
+    if not noisy:
+        return out
+    for seen in _seen(sets.train_x, [trains[r] for r in noisy], None):
+        runs = noisy[seen.start : seen.stop]
+        part = _runs_of(model, runs)
+        confidence = analysis.given_label_confidence(part, seen.x, seen.given)
+        flagged = analysis.flag_label_issues(confidence, seen.given, num_classes)
+        quality = analysis.flag_quality(flagged, seen.corrupted)
+        at_k = analysis.precision_at_k(confidence, seen.corrupted)
+        for i, r in enumerate(runs):
+            out[r] |= {f"issues_{k}": float(v[i]) for k, v in quality.items()}
+            out[r]["issues_precision_at_k"] = float(at_k[i])
     return out
+
+
+def _runs_of(model: StackedMLP, runs: list[int]) -> StackedMLP:
+    """The model of some runs: a view when they are contiguous, else a copy of their rows."""
+    if runs == list(range(runs[0], runs[-1] + 1)):
+        return model.rows(runs[0], runs[-1] + 1)
+    picked = copy.copy(model)
+    for name, value in vars(model).items():
+        if isinstance(value, list) and value and isinstance(value[0], torch.Tensor):
+            setattr(picked, name, [v[runs] for v in value])
+    return picked

@@ -49,7 +49,19 @@ def make_noise(name: str, params: dict[str, Any] | None = None) -> Noise:
         raise StudyError(f"noise '{name}' parameter '{field}': {err['msg']}") from None
 
 
+def level_text(noise: str | None, level: float) -> str:
+    """A level as people read it: a share for most noises, a count where levels go past 1.
+
+    >>> level_text("labels.uniform", 0.3), level_text("labels.dilution", 2.0)
+    ('30 %', '2 copies')
+    """
+    if noise in NOISES and NOISES[noise].max_level > 1:
+        return f"{level:g} cop{'y' if level == 1 else 'ies'}"
+    return f"{level * 100:.0f} %"
+
+
 __all__ = [
+    "level_text",
     "NOISES",
     "LabelNoise",
     "LabelNoiseResult",
