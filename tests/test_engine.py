@@ -21,8 +21,8 @@ STUDY = {
 }
 
 
-def runs_of(**train):
-    study = dict(STUDY, train={**STUDY["train"], **train})
+def runs_of(model: dict | None = None, **train):
+    study = dict(STUDY, train={**STUDY["train"], **train}, model=model or {})
     return plan(parse_study(study))
 
 
@@ -109,8 +109,13 @@ def test_adam_and_other_activations_train(small_data):
         assert result.status == "done" and result.epochs[-1]["test_acc"] > 0.5
 
 
-def test_resuming_from_a_checkpoint_continues_bit_for_bit(small_data, tmp_path):
-    runs = runs_of(epochs=3)
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"model": {"batchnorm": True, "dropout": 0.2}, "schedule": "onecycle"}],
+    ids=["defaults", "batchnorm-dropout-onecycle"],
+)
+def test_resuming_from_a_checkpoint_continues_bit_for_bit(small_data, tmp_path, options):
+    runs = runs_of(epochs=3, **options)
     reference = [metrics(r) for r in train_pack(runs, small_data)]
     checkpoint = tmp_path / "pack.pt"
 

@@ -23,9 +23,12 @@ What a step costs, and why it is written this way (bench/PERFORMANCE.md has the 
   on a shared 2-core machine this is ~3x faster than 2-thread ops under load, and as fast
   when idle. Single-threaded ops also make a run's numbers bit-identical whatever its pack
   (alone, or in a pack of any size or shard count), and checkpoints resume across them.
+- The model and training options (ModelSpec.batchnorm, dropout, loss; TrainSpec.schedule) are
+  branches off this path, by hand as well (norm.py, trainer.py, optimizer.py); when they are
+  off, a step runs exactly the operations it ran before they existed.
 """
 
-from .model import BYTE, StackedMLP, evaluate
+from .model import BYTE, StackedMLP, evaluate, parameter_count
 from .pack import CHECKPOINT_FORMAT, RunResult, train_pack
 from .threads import shard_count
 from .timing import PackTiming, time_pack
@@ -37,6 +40,7 @@ __all__ = [
     "RunResult",
     "StackedMLP",
     "evaluate",
+    "parameter_count",
     "shard_count",
     "time_pack",
     "train_pack",

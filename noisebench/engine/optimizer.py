@@ -1,4 +1,5 @@
-"""The fused optimizer: SGD with momentum or Adam over stacked parameters, by hand."""
+"""The fused optimizer: SGD with momentum or Adam over stacked parameters, by hand, and its
+learning-rate schedule."""
 
 import math
 from typing import Any
@@ -9,11 +10,39 @@ from ..study import TrainSpec
 from .model import StackedMLP
 
 
+def schedule(spec: TrainSpec, total_steps: int, step: int) -> tuple[float, float]:
+    """The learning rate and momentum (SGD's momentum, Adam's beta1) of optimizer step `step`
+    (0-based) out of `total_steps`, as torch.optim.lr_scheduler's schedulers give them when
+    stepped once per epoch ("step") or once per optimizer step (the others)."""
+    lr, momentum = spec.lr, spec.momentum if spec.optimizer == "sgd" else 0.9
+    if spec.schedule == "step":
+        epoch = step // (total_steps // spec.epochs)
+        return lr * spec.gamma ** (epoch // spec.step_size), momentum
+    if spec.schedule == "cosine":  # CosineAnnealingLR(T_max=total_steps, eta_min=0)
+        return lr * (1 + math.cos(math.pi * step / total_steps)) / 2, momentum
+    if spec.schedule == "onecycle":  # OneCycleLR(max_lr=lr, total_steps), its defaults
+        initial = lr / 25.0
+        phases = [  # (end step, start lr, end lr, start momentum, end momentum)
+            (float(0.3 * total_steps) - 1, initial, lr, 0.95, 0.85),
+            (total_steps - 1, lr, initial / 1e4, 0.85, 0.95),
+        ]
+        start = 0.0
+        for i, (end, lr0, lr1, m0, m1) in enumerate(phases):
+            if step <= end or i == len(phases) - 1:
+                cos = math.cos(math.pi * (step - start) / (end - start)) + 1
+                return lr1 + (lr0 - lr1) / 2.0 * cos, m1 + (m0 - m1) / 2.0 * cos
+            start = end
+    return lr, momentum
+
+
 class Optimizer:
     """SGD with momentum (torch.optim.SGD's update) or Adam (torch.optim.Adam's), per element.
 
     Both act elementwise, so stacking runs changes no run's update. For SGD the weight gradient
     never exists on its own: `weight_grad_` adds it into the momentum buffer inside the matmul.
+    `norm`: further parameters (batchnorm's scales and shifts), whose gradients come whole
+    through `grad_`. The learning rate follows `spec.schedule` over `total_steps` optimizer
+    steps (None: a constant learning rate, whatever the schedule).
     """
 
     def __init__(
@@ -22,12 +51,21 @@ class Optimizer:
         biases: list[torch.Tensor],
         spec: TrainSpec,
         state: dict[str, list[torch.Tensor]] | None = None,
+        *,
+        norm: list[torch.Tensor] | tuple[()] = (),
+        total_steps: int | None = None,
     ):
         self.spec = spec
         self.weights, self.biases = weights, biases
-        self.params = [*weights, *biases]
+        self.params = [*weights, *biases, *norm]
         self.adam = spec.optimizer == "adam"
         self.step_count = 0
+        self.total_steps = total_steps
+        self.scheduled = total_steps is not None and spec.schedule != "constant"
+        if self.scheduled and spec.schedule == "step" and total_steps % spec.epochs:
+            raise ValueError(f"{total_steps} steps are not a whole number per epoch")
+        # the learning rate and momentum (Adam: beta1) of the current step
+        self.lr, self.momentum = spec.lr, spec.momentum if not self.adam else 0.9
         names = ("exp_avg", "exp_avg_sq", "grads") if self.adam else ("momentum",)
         self.state = state or {name: [torch.zeros_like(p) for p in self.params] for name in names}
 
@@ -38,12 +76,24 @@ class Optimizer:
             model.biases,
             self.spec,
             {name: [t[start:stop] for t in ts] for name, ts in self.state.items()},
+            norm=model.norm_parameters() if len(self.params) > 2 * len(self.weights) else (),
+            total_steps=self.total_steps,
         )
         view.step_count = self.step_count
         return view
 
     def begin_step(self) -> None:
         self.step_count += 1
+        if self.scheduled:
+            assert self.total_steps is not None
+            self.lr, self.momentum = schedule(self.spec, self.total_steps, self.step_count - 1)
+
+    def grad_(self, index: int, grad: torch.Tensor) -> None:
+        """Take in the whole gradient of params[index] (after the weights and biases)."""
+        if self.adam:
+            self.state["grads"][index].copy_(grad)
+        else:
+            self.state["momentum"][index].mul_(self.momentum).add_(grad)
 
     def weight_grad_(self, layer: int, a: torch.Tensor, g: torch.Tensor, alpha: float = 1.0):
         """Take in the gradient aᵀg·alpha of weights[layer] and its bias gradient Σ_b g
@@ -56,7 +106,7 @@ class Optimizer:
                 grads[layer].mul_(alpha)
             torch.sum(g, 1, keepdim=True, out=grads[nb + layer])
             return
-        m = self.spec.momentum
+        m = self.momentum
         momentum = self.state["momentum"]
         momentum[layer].baddbmm_(a.mT, g, beta=m, alpha=alpha)
         momentum[nb + layer].mul_(m).add_(g.sum(1, keepdim=True))
@@ -71,11 +121,11 @@ class Optimizer:
         momentum = self.state["momentum"]
         if spec.weight_decay:
             torch._foreach_add_(momentum, self.params, alpha=spec.weight_decay)
-        torch._foreach_add_(self.params, momentum, alpha=-spec.lr)
+        torch._foreach_add_(self.params, momentum, alpha=-self.lr)
 
     def _adam(self, i: int, p: torch.Tensor) -> None:
         spec = self.spec
-        beta1, beta2, eps = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults
+        beta1, beta2, eps = self.momentum, 0.999, 1e-8  # torch.optim.Adam's defaults
         g = self.state["grads"][i]
         if spec.weight_decay:
             g = g.add(p, alpha=spec.weight_decay)
@@ -85,7 +135,7 @@ class Optimizer:
         correction1 = 1 - beta1**self.step_count
         correction2 = 1 - beta2**self.step_count
         denom = (v.sqrt() / math.sqrt(correction2)).add_(eps)
-        p.addcdiv_(m, denom, value=-spec.lr / correction1)
+        p.addcdiv_(m, denom, value=-self.lr / correction1)
 
     def state_dict(self) -> dict[str, Any]:
         kept = {k: v for k, v in self.state.items() if k != "grads"}  # grads are scratch

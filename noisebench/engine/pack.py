@@ -22,7 +22,7 @@ from .threads import SingleThreadedOps, Workers, shard_count
 from .trainer import Trainer, pixel_groups, pixel_key
 from .trainset import RunTrainSet, run_train_set, split_validation
 
-CHECKPOINT_FORMAT = 4
+CHECKPOINT_FORMAT = 5
 
 
 @dataclass
@@ -84,8 +84,7 @@ class Pack:
 
     def tensors(self) -> list[torch.Tensor]:
         """Everything of the model that training changes: parameters, then buffers."""
-        buffers = self.model.buffers() if hasattr(self.model, "buffers") else []
-        return [*self.model.parameters(), *buffers]
+        return [*self.model.parameters(), *self.model.buffers()]
 
     def sync_optimizer(self) -> None:
         """Shards count their own steps; the pack's optimizer takes theirs (all equal)."""
@@ -128,7 +127,14 @@ def build(
     model = StackedMLP(
         runs[0].model, [r.seed for r in runs], (data.num_features, data.num_classes), device
     )
-    optimizer = Optimizer(model.weights, model.biases, spec)
+    steps = math.ceil(n_train / spec.batch_size)
+    optimizer = Optimizer(
+        model.weights,
+        model.biases,
+        spec,
+        norm=model.norm_parameters(),
+        total_steps=steps * spec.epochs,
+    )
     parts, fitted = [], {}
     for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
         rows = model.rows(start, stop)
@@ -305,6 +311,7 @@ class _PackTraining:
             "optimizer": pack.optimizer.state_dict(),
             "order_gens": [g.get_state() for g in self.order_gens],
             "pixel_gens": [g.get_state() if g else None for g in pack.pixel_gens],
+            "dropout_gens": [s for sh in pack.shards for s in sh.trainer.generator_states()],
             "epochs": [res.epochs for res in self.results],
             "status": [res.status for res in self.results],
             "stopping": self.stopping.state_dict(),
@@ -324,6 +331,11 @@ class _PackTraining:
             {k: v if k == "step" else [t[rows] for t in v] for k, v in state["optimizer"].items()}
         )
         pack.reset_shards()
+        if state["dropout_gens"]:
+            for sh in pack.shards:
+                sh.trainer.load_generator_states(
+                    [state["dropout_gens"][rows[r]] for r in range(sh.start, sh.stop)]
+                )
         for r, g in enumerate(self.order_gens):
             g.set_state(state["order_gens"][rows[r]].cpu())
         for r, g in enumerate(pack.pixel_gens):

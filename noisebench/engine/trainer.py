@@ -1,4 +1,7 @@
-"""One shard's training step: batch, pixel noise, forward, hand-written backward, update."""
+"""One shard's training step: batch, pixel noise, forward, hand-written backward, update.
+
+Batchnorm, dropout and the MSE loss are branches off the default path, which runs the same
+operations with or without them in the code."""
 
 import time
 from collections.abc import Sequence
@@ -7,9 +10,11 @@ from typing import Any
 
 import torch
 
+from .. import seeding
 from ..noise import PixelNoise, make_noise
 from ..noise.pixels import PixelReplace
 from ..study import RunSpec, TrainSpec
+from . import norm
 from .model import ACT_BACKWARD, ACT_INPLACE, BYTE
 
 
@@ -106,6 +111,12 @@ class Trainer:
         self._buffers: dict[str, torch.Tensor] = {}
         self.noise_s = 0.0  # time spent on pixel noise, when timing is on
         self.timing = False
+        self.batchnorm, self.dropout = model.batchnorm, model.dropout
+        self.mse = model.loss == "mse"
+        # dropout masks: one draw per run and step from the run's own generator
+        self.dropout_gens = (
+            [seeding.generator(s, "dropout", train_x.device) for s in seeds] if self.dropout else []
+        )
 
     def _buffer(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         """A scratch tensor reused across steps: filling a multi-megabyte buffer again is
@@ -149,6 +160,43 @@ class Trainer:
             self.noise_s += time.perf_counter() - began
         return x
 
+    def generator_states(self) -> list[torch.Tensor]:
+        """The dropout generators' states, one per run in pack order (none without dropout)."""
+        return [g.get_state() for g in self.dropout_gens]
+
+    def load_generator_states(self, states: list[torch.Tensor]) -> None:
+        """Restore what `generator_states` returned (for the same runs, in the same order)."""
+        if len(states) != len(self.dropout_gens):
+            raise ValueError(f"{len(states)} generator states for {len(self.dropout_gens)} runs")
+        for g, state in zip(self.dropout_gens, states, strict=True):
+            g.set_state(state.cpu())
+
+    def _dropout_masks(self, runs: int, b: int) -> list[torch.Tensor]:
+        """Each hidden layer's inverted-dropout mask [R, b, H] (0 or 1/(1 - p)). Run r's masks
+        are one uniform draw of b·ΣH numbers from its own generator: layer by layer, each
+        [b, H] row-major, an element dropped where the draw is below p."""
+        widths = [w.shape[2] for w in self.model.weights[:-1]]
+        u = self._buffer("dropout_u", (runs, b * sum(widths)), torch.float32)
+        for r, gen in enumerate(self.dropout_gens):
+            u[r].uniform_(generator=gen)
+        keep = self._buffer("dropout_keep", u.shape, torch.float32)
+        torch.ge(u, self.dropout, out=keep).div_(1 - self.dropout)
+        masks, start = [], 0
+        for width in widths:
+            masks.append(keep[:, start : start + b * width].view(runs, b, width))
+            start += b * width
+        return masks
+
+    def _mse_grad(self, logits: torch.Tensor, y: torch.Tensor, loss_sum: torch.Tensor):
+        """MSE of sigmoid(logits) [R, C, b] against one-hot y: adds each example's mean over
+        classes to loss_sum; returns d(mean over classes and batch)/d(logits) [R, C, b]."""
+        _, classes, b = logits.shape
+        s = torch.sigmoid(logits)
+        diff = s.scatter_add(1, y, torch.full(y.shape, -1.0, device=s.device))
+        loss_sum.add_(diff.square().sum((1, 2)), alpha=1.0 / classes)
+        diff.mul_(2.0 / (classes * b))
+        return torch.ops.aten.sigmoid_backward.grad_input(diff, s, grad_input=diff)
+
     def step(self, idx: torch.Tensor, loss_sum: torch.Tensor, correct: torch.Tensor) -> None:
         """One SGD/Adam step of every run on its batch idx[r] ([R, b] indices into each run's
         own training set)."""
@@ -158,28 +206,55 @@ class Trainer:
         runs, b = idx.shape
         y = self.labels.gather(1, idx).view(runs, 1, b)
         last = len(weights) - 1
-        acts = [x]
+        if self.batchnorm and len(opt.params) != len(model.parameters()):
+            raise ValueError("the optimizer does not train batchnorm's scales and shifts")
+        masks = self._dropout_masks(runs, b) if self.dropout else []
+        acts = [x]  # each layer's input
+        kept = []  # with dropout: each hidden activation's output, before dropout
+        normed = []  # with batchnorm: each hidden layer's x̂ and 1/std
         h = x
         for i in range(last):
             out = self._buffer(f"a{i}", (runs, b, weights[i].shape[2]), x.dtype)
             alpha = BYTE if i == 0 else 1.0
-            h = self.act(torch.baddbmm(biases[i], h, weights[i], alpha=alpha, out=out))
+            h = torch.baddbmm(biases[i], h, weights[i], alpha=alpha, out=out)
+            if self.batchnorm:
+                xhat = self._buffer(f"xhat{i}", h.shape, x.dtype)
+                invstd = norm.train_(h, *model.norm_tensors(i), xhat)
+                normed.append((xhat, invstd))
+            h = self.act(h)
+            if masks:
+                kept.append(h)
+                h = torch.mul(h, masks[i], out=self._buffer(f"d{i}", h.shape, x.dtype))
             acts.append(h)
         # The logits come out transposed, [R, C, b]: reductions over a short class axis are
         # much faster in the middle than last (log_softmax: ~20x on CPU). (hidden >= 1)
         out = self._buffer("logits", (runs, weights[last].shape[2], b), x.dtype)
         logits = torch.baddbmm(biases[last].mT, weights[last].mT, h.mT, out=out)
-        logp = torch.log_softmax(logits, dim=1)
-        loss_sum.sub_(logp.gather(1, y).sum((1, 2)))
-        correct.add_((logits.max(1).indices.view(runs, 1, b) == y).sum((1, 2)))
-        # d(mean cross-entropy)/d(logits) = (softmax - onehot) / b, per run
-        g = logp.exp_()
-        g.scatter_add_(1, y, torch.full(y.shape, -1.0, device=g.device)).mul_(1.0 / b)
+        if self.mse:
+            correct.add_((logits.max(1).indices.view(runs, 1, b) == y).sum((1, 2)))
+            g = self._mse_grad(logits, y, loss_sum)
+        else:
+            logp = torch.log_softmax(logits, dim=1)
+            loss_sum.sub_(logp.gather(1, y).sum((1, 2)))
+            correct.add_((logits.max(1).indices.view(runs, 1, b) == y).sum((1, 2)))
+            # d(mean cross-entropy)/d(logits) = (softmax - onehot) / b, per run
+            g = logp.exp_()
+            g.scatter_add_(1, y, torch.full(y.shape, -1.0, device=g.device)).mul_(1.0 / b)
         g = g.mT  # [R, b, C]
         opt.begin_step()
+        first_norm = 2 * len(weights)  # params: weights, biases, scales, shifts
         for i in range(last, -1, -1):
             opt.weight_grad_(i, acts[i], g, BYTE if i == 0 else 1.0)
             if i > 0:
                 out = self._buffer(f"g{i}", acts[i].shape, x.dtype)
-                g = self.act_backward(torch.bmm(g, weights[i].mT, out=out), acts[i])
+                g = torch.bmm(g, weights[i].mT, out=out)
+                if masks:
+                    g = self.act_backward(g.mul_(masks[i - 1]), kept[i - 1])
+                else:
+                    g = self.act_backward(g, acts[i])
+                if self.batchnorm:
+                    xhat, invstd = normed[i - 1]
+                    dscale, dshift = norm.backward_(g, xhat, invstd, model.scales[i - 1])
+                    opt.grad_(first_norm + i - 1, dscale)
+                    opt.grad_(first_norm + last + i - 1, dshift)
         opt.finish_step()
