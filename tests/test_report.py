@@ -89,6 +89,11 @@ def set_acc(directory: Path, setup: str, base: float, where: str = "level > 0") 
     )
 
 
+def shown(directory: Path) -> list[str]:
+    """Every figure of the report in order: the main FIGURES, then the sections' figures."""
+    return re.findall(r"\]\(figures/([^)/]+)\.png\)", (directory / "report.md").read_text())
+
+
 def sentences(directory: Path) -> list[str]:
     with Store.open_existing(directory) as store:
         return explain(load(store, directory))
@@ -118,8 +123,10 @@ def test_html_is_self_contained_and_holds_every_figure(cli_report):
     directory = cli_report[0]
     page = (directory / "report.html").read_text()
     images = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
-    assert len(images) == len(FIGURES) == len(re.findall(r"<img\b", page))
-    for name, blob in zip(FIGURES, images, strict=True):
+    names = shown(directory)
+    assert names[: len(FIGURES)] == FIGURES
+    assert len(images) == len(names) == len(re.findall(r"<img\b", page))
+    for name, blob in zip(names, images, strict=True):
         assert base64.b64decode(blob) == (directory / "figures" / f"{name}.png").read_bytes()
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//|file:)""", page)
     assert "url(" not in page and "@import" not in page
@@ -292,7 +299,7 @@ def test_divergence_and_partial_studies_are_reported(study_dir, tmp_path):
     paths = write_report(directory)
     page = paths["html"].read_text()
     assert "PARTIAL STUDY: 11 of 15 planned runs have finished" in page
-    assert page.count("<img ") == len(FIGURES)
+    assert page.count("<img ") == len(shown(directory)) >= len(FIGURES)
 
     empty = copy_store(study_dir, tmp_path / "empty")
     sql(empty, "DELETE FROM epochs")
@@ -444,7 +451,7 @@ def test_report_renders_in_headless_chromium(cli_report, tmp_path):
         pytest.skip("chromium is not on PATH (CI installs it in .ci/run)")
     directory = cli_report[0]
     seen, console = probe(directory / "report.html", tmp_path)
-    assert seen == {"images": len(FIGURES), "broken": [], "errors": []}
+    assert seen == {"images": len(shown(directory)), "broken": [], "errors": []}
     assert console == []
 
     # the probe itself can fail: a broken image, an external fetch, a console error
@@ -480,9 +487,10 @@ def test_pdf_pages_are_complete_and_none_is_blank(cli_report, tmp_path):
     import matplotlib.image as mpimg
 
     pdf = cli_report[0] / "report.pdf"
+    figures = shown(cli_report[0])
     info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True)
     pages = int(re.search(r"^Pages:\s+(\d+)", info.stdout, re.M).group(1))
-    assert 1 + len(FIGURES) // 2 <= pages <= 3 + len(FIGURES)
+    assert 1 + len(figures) // 2 <= pages <= 3 + len(figures)
     titles = []
     for number in range(1, pages + 1):
         text = subprocess.run(
@@ -493,7 +501,7 @@ def test_pdf_pages_are_complete_and_none_is_blank(cli_report, tmp_path):
         ).stdout
         assert f"page {number} of {pages}" in text  # the footer agrees with pdfinfo
         titles += [(int(m), number) for m in re.findall(r"Figure (\d+):", text)]
-    assert [t for t, _ in titles] == list(range(1, len(FIGURES) + 1))  # each once, in order
+    assert [t for t, _ in titles] == list(range(1, len(figures) + 1))  # each once, in order
     subprocess.run(["pdftoppm", "-r", "30", "-png", str(pdf), str(tmp_path / "p")], check=True)
     images = sorted(tmp_path.glob("p-*.png"))
     assert len(images) == pages

@@ -17,10 +17,11 @@ from pathlib import Path
 from ..errors import NoisebenchError
 from ..store import Store
 from .data import ReportData, load
-from .figures import make_figures
+from .figures import make_figures, styled
 from .narrative import explain, paragraphs
 from .pdf import write_pdf
 from .render import content, write_html, write_markdown
+from .sections import Section, SectionBuilder
 
 __all__ = ["ReportData", "explain", "load", "paragraphs", "write_report"]
 
@@ -38,7 +39,8 @@ def write_report(directory: str | Path) -> dict[str, Path]:
         raise NoisebenchError(f"cannot write the report into {directory}: {exc.strerror}") from None
     try:
         figures = make_figures(data, stage / "figures")
-        c = content(data, paragraphs(data), figures)
+        extra = sections(data, stage / "figures")
+        c = content(data, paragraphs(data), figures, extra)
         write_html(c, stage / NAMES["html"])
         write_markdown(c, stage / NAMES["md"])
         write_pdf(c, stage / NAMES["pdf"])
@@ -46,6 +48,37 @@ def write_report(directory: str | Path) -> dict[str, Path]:
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return {key: directory / name for key, name in NAMES.items()}
+
+
+def builders() -> list[SectionBuilder]:
+    """The section builders: the analyses, then the experiments (when that module exists)."""
+    from .analyses import SECTIONS
+
+    found = list(SECTIONS)
+    try:
+        from .experiments import SECTIONS as more
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__name__}.experiments":
+            raise
+        more = []
+    return found + list(more)
+
+
+def sections(data: ReportData, folder: Path) -> list[Section]:
+    """Every section that has data, its figures drawn into `folder` under the report style."""
+    if not data.stats:
+        return []
+    folder.mkdir(parents=True, exist_ok=True)
+    out: list[Section] = []
+    for build in builders():
+        section = styled(lambda build=build: build(data, folder))()
+        if section is None:
+            continue
+        names = {f.name for s in out for f in s.figures} | {s.key for s in out}
+        if section.key in names or any(f.name in names for f in section.figures):
+            raise NoisebenchError(f"report section '{section.key}' repeats a key or figure name")
+        out.append(section)
+    return out
 
 
 def _publish(stage: Path, directory: Path) -> None:

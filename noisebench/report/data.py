@@ -81,6 +81,8 @@ class ReportData:
     epoch_wall_s: float = 0.0
     # named metrics (store.metrics()): per epoch, and after training as epoch 0
     metrics: list[dict[str, Any]] = field(default_factory=list)
+    # the epochs table (store.epochs()): one row per run × epoch, every training-set size
+    epoch_rows: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def num_classes(self) -> int:
@@ -256,6 +258,7 @@ def load(store: Store, directory: Path | None = None) -> ReportData:
         pack_walls=_pack_walls(runs),
         epoch_wall_s=_epoch_wall(store),
         metrics=store.metrics(),
+        epoch_rows=store.epochs(),
     )
     n = int(meta.get("train_size") or 0)
     for setup in setups:

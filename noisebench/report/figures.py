@@ -21,8 +21,9 @@ from ..summary import Estimate  # noqa: E402
 from .data import ReportData  # noqa: E402
 from .fitplot import fits_figure  # noqa: E402
 from .fits import MIN_FIT_EPOCHS  # noqa: E402
+from .measured import counts_copies, x_share  # noqa: E402
 from .seeing import examples, label_matrix  # noqa: E402
-from .style import DPI, STYLE, level_colour, pct_label, setup_colour  # noqa: E402
+from .style import DPI, STYLE, level_colour, pct_label, setup_colour, setup_line  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -34,13 +35,54 @@ class FigureFile:
     svg: Path
 
 
-def _band(ax, x, ests: list[Estimate], scale: float, colour, label: str, **line) -> None:
+def _band(
+    ax, x, ests: list[Estimate], scale: float, colour, label: str, alpha: float = 0.18, **line
+) -> None:
     mean = np.array([e.mean for e in ests]) * scale
     low = np.array([e.low for e in ests]) * scale
     high = np.array([e.high for e in ests]) * scale
     ax.plot(x, mean, color=colour, label=label, **line)
     if any(math.isfinite(e.half) for e in ests):
-        ax.fill_between(x, low, high, color=colour, alpha=0.18, linewidth=0)
+        ax.fill_between(x, low, high, color=colour, alpha=alpha, linewidth=0)
+
+
+MANY_SETUPS = 4  # more setups than this on one chart: CIs as offset error bars, not bands
+
+
+def ci_line(
+    ax,
+    x,
+    ests: list[Estimate],
+    scale: float,
+    colour,
+    label: str,
+    bars: bool = False,
+    offset: float = 0.0,
+    **line,
+) -> None:
+    """Means joined by a line with their 95 % CIs: a band, or (`bars`, for charts with many
+    lines, where bands would pile up) error bars shifted `offset` along x."""
+    if not bars:
+        _band(ax, x, ests, scale, colour, label, **line)
+        return
+    mean = np.array([e.mean for e in ests]) * scale
+    half = np.array([e.half if math.isfinite(e.half) else 0.0 for e in ests]) * scale
+    ax.errorbar(
+        np.asarray(x, dtype=float) + offset,
+        mean,
+        yerr=half,
+        color=colour,
+        label=label,
+        capsize=2,
+        elinewidth=0.8,
+        capthick=0.8,
+        **line,
+    )
+
+
+def dodge(index: int, count: int, step: float = 0.6) -> float:
+    """x offset of the index-th of `count` lines, so their error bars sit side by side."""
+    return (index - (count - 1) / 2) * step
 
 
 def _panels(n: int, width: float = 4.2, height: float = 3.2) -> tuple[Figure, list]:
@@ -63,13 +105,25 @@ def final_vs_level(data: ReportData, metric: str) -> Figure:
     """Figures 1 and 2: a final-epoch metric against X, every setup on one chart."""
     fig, ax = plt.subplots(figsize=(7.2, 4.0), layout="constrained")
     scale = 100 if metric == "test_acc" else 1
+    bars = len(data.setups) > MANY_SETUPS
     for setup in data.setups:
         levels = data.levels(setup.name)
         if not levels:
             continue
         ests = [data.stats[(setup.name, lv)].final[metric] for lv in levels]
-        x = [lv * 100 for lv in levels]
-        _band(ax, x, ests, scale, setup_colour(setup), setup.name, marker="o", markersize=4)
+        x = [x_share(setup, lv) for lv in levels]
+        ci_line(
+            ax,
+            x,
+            ests,
+            scale,
+            setup_colour(setup),
+            setup.name,
+            bars,
+            dodge(setup.index, len(data.setups)),
+            markersize=4,
+            **setup_line(setup),
+        )
     if metric == "test_acc":
         _chance(ax, data)
         ax.set_ylabel("final test accuracy (%)")
@@ -233,6 +287,17 @@ def catalogue(data: ReportData) -> list[tuple[str, str, str, Callable[[], Figure
 
 def _entries(data: ReportData) -> list[tuple[str, str, str, Callable[[], Figure | None]]]:
     ci = "Lines: mean over seeds; bands: 95 % confidence interval."
+    ci_all = (
+        "Lines: mean over seeds; bars: 95 % confidence interval (shifted a little along X so "
+        "they do not hide each other)."
+        if len(data.setups) > MANY_SETUPS
+        else ci
+    )
+    if any(counts_copies(s) for s in data.setups):
+        ci_all += (
+            " Setups whose level counts noisy copies per example sit at their share of noisy "
+            "examples, k / (k + 1)."
+        )
     fixed = [bool(s.params.get("fixed")) for s in data.setups if s.kind == "pixels"]
     if fixed and all(fixed):
         redraw = "each training example keeps one draw for the whole run"
@@ -252,14 +317,14 @@ def _entries(data: ReportData) -> list[tuple[str, str, str, Callable[[], Figure 
         (
             "final_accuracy",
             "Final test accuracy vs noise level",
-            f"Test accuracy after the last epoch against X, one colour per setup. {ci}",
+            f"Test accuracy after the last epoch against X, one colour per setup. {ci_all}",
             lambda: final_vs_level(data, "test_acc"),
         ),
         (
             "final_loss",
             "Final test cross-entropy vs noise level",
             f"Mean test cross-entropy after the last epoch against X; the dotted line is the loss "
-            f"of a uniform guess. {ci}",
+            f"of a uniform guess. {ci_all}",
             lambda: final_vs_level(data, "test_loss"),
         ),
         (
@@ -329,11 +394,16 @@ def make_figures(data: ReportData, folder: Path) -> list[FigureFile]:
             fig = maker()
             if fig is None:
                 continue
-            png, svg = folder / f"{name}.png", folder / f"{name}.svg"
             try:
-                fig.savefig(png, dpi=DPI, metadata={"Software": None})
-                fig.savefig(svg, metadata={"Date": None})
+                out.append(save(fig, folder, name, title, caption))
             finally:
                 plt.close(fig)
-            out.append(FigureFile(name, title, caption, png, svg))
     return out
+
+
+def save(fig: Figure, folder: Path, name: str, title: str, caption: str) -> FigureFile:
+    """Write `fig` as folder/name.png (at the report's DPI) and folder/name.svg."""
+    png, svg = folder / f"{name}.png", folder / f"{name}.svg"
+    fig.savefig(png, dpi=DPI, metadata={"Software": None})
+    fig.savefig(svg, metadata={"Date": None})
+    return FigureFile(name, title, caption, png, svg)

@@ -15,6 +15,7 @@ from reportlab.lib.units import mm
 from reportlab.lib.utils import ImageReader
 from reportlab.pdfgen import canvas as rl_canvas
 from reportlab.platypus import (
+    CondPageBreak,
     Image,
     KeepTogether,
     PageBreak,
@@ -25,6 +26,7 @@ from reportlab.platypus import (
     TableStyle,
 )
 
+from .figures import FigureFile
 from .render import Content
 
 MARGIN = 16 * mm
@@ -59,6 +61,7 @@ def _styles() -> dict[str, ParagraphStyle]:
     return {
         "title": base["Title"],
         "h2": ParagraphStyle("h2", parent=base["Heading2"], spaceBefore=10),
+        "title2": ParagraphStyle("title2", parent=base["Heading1"], spaceAfter=6),
         "body": body,
         "small": ParagraphStyle("small", parent=body, fontSize=8, leading=10),
         "cell": ParagraphStyle("cell", parent=body, fontSize=7.5, leading=9),
@@ -129,17 +132,40 @@ def write_pdf(c: Content, path: Path) -> Path:
     facts.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP")]))
     story += [facts, PageBreak()]
 
-    for i, f in enumerate(c.figures, 1):
-        story.append(
-            KeepTogether(
-                [
-                    _p(f"Figure {i}: {f.title}", st["h2"]),
-                    _figure(f.png, width, height * 0.62),
-                    Spacer(1, 2 * mm),
-                    _p(f.caption, st["small"]),
-                    Spacer(1, 4 * mm),
-                ]
-            )
+    def figure(f: FigureFile) -> KeepTogether:
+        return KeepTogether(
+            [
+                _p(f"Figure {c.number(f)}: {f.title}", st["h2"]),
+                _figure(f.png, width, height * 0.62),
+                Spacer(1, 2 * mm),
+                _p(f.caption, st["small"]),
+                Spacer(1, 4 * mm),
+            ]
         )
+
+    story += [figure(f) for f in c.figures]
+    for s in c.sections:
+        story += [CondPageBreak(height * 0.35), _p(s.title, st["title2"])]
+        story += [_p(para, st["body"]) for para in s.paragraphs]
+        story += [figure(f) for f in s.figures]
+        if s.table_rows:
+            story += [_table(s.table_head, s.table_rows, st, width), Spacer(1, 4 * mm)]
     doc.build(story, canvasmaker=NumberedCanvas)
     return path
+
+
+def _table(head: list[str], rows: list[list[str]], st: dict, width: float) -> Table:
+    """A section's table: the first column twice as wide as the others."""
+    cells = [[_p(h, st["cell"]) for h in head]] + [[_p(v, st["cell"]) for v in r] for r in rows]
+    unit = width / (len(head) + 1)
+    tbl = Table(cells, colWidths=[2 * unit] + [unit] * (len(head) - 1), repeatRows=1)
+    tbl.setStyle(
+        TableStyle(
+            [
+                ("LINEBELOW", (0, 0), (-1, 0), 0.8, colors.black),
+                ("LINEBELOW", (0, 1), (-1, -1), 0.25, colors.lightgrey),
+                ("VALIGN", (0, 0), (-1, -1), "TOP"),
+            ]
+        )
+    )
+    return tbl

@@ -9,13 +9,14 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
 
 from .data import ReportData
 from .figures import FigureFile
+from .sections import Section
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,15 @@ class Content:
     table_rows: list[list[str]]
     table_note: str
     facts: list[tuple[str, str]]
+    sections: list[Section] = field(default_factory=list)  # shown after the main figures
+
+    def numbered(self) -> list[tuple[int, FigureFile]]:
+        """Every figure with its number: the main figures first, then each section's."""
+        every = self.figures + [f for s in self.sections for f in s.figures]
+        return list(enumerate(every, 1))
+
+    def number(self, figure: FigureFile) -> int:
+        return next(n for n, f in self.numbered() if f is figure)
 
 
 def fallback_notice(data: ReportData) -> str | None:
@@ -166,7 +176,12 @@ def table(data: ReportData) -> tuple[list[str], list[list[str]], str]:
     return head, rows, note
 
 
-def content(data: ReportData, paragraphs: list[list[str]], figures: list[FigureFile]) -> Content:
+def content(
+    data: ReportData,
+    paragraphs: list[list[str]],
+    figures: list[FigureFile],
+    sections: list[Section] | None = None,
+) -> Content:
     head, rows, note = table(data)
     desc = data.study.description
     return Content(
@@ -179,6 +194,7 @@ def content(data: ReportData, paragraphs: list[list[str]], figures: list[FigureF
         table_rows=rows,
         table_note=note,
         facts=facts(data),
+        sections=list(sections or []),
     )
 
 
@@ -218,12 +234,23 @@ th:first-child, td:first-child { text-align: left; }
 {% for para in c.paragraphs %}<p>{{ para | join(" ") }}</p>
 {% endfor %}</div>
 <h2>Figures</h2>
-{% for f in c.figures %}<figure id="fig-{{ f.name }}">
-<figcaption><strong>Figure {{ loop.index }}: {{ f.title }}.</strong></figcaption>
+{% macro figure(f) %}{% set n = c.number(f) %}<figure id="fig-{{ f.name }}">
+<figcaption><strong>Figure {{ n }}: {{ f.title }}.</strong></figcaption>
 <img src="data:image/png;base64,{{ images[f.name] }}" style="width: {{ widths[f.name] }}px"
-     alt="Figure {{ loop.index }}: {{ f.title }}">
+     alt="Figure {{ n }}: {{ f.title }}">
 <figcaption>{{ f.caption }}</figcaption>
 </figure>
+{% endmacro %}
+{% for f in c.figures %}{{ figure(f) }}{% endfor %}
+{% for s in c.sections %}<section class="analysis">
+<h2 id="{{ s.key }}">{{ s.title }}</h2>
+{% for p in s.paragraphs %}<p>{{ p }}</p>
+{% endfor %}{% for f in s.figures %}{{ figure(f) }}{% endfor %}
+{% if s.table_rows %}<table><thead><tr>{% for h in s.table_head %}<th>{{ h }}</th>{% endfor %}</tr>
+</thead><tbody>
+{% for row in s.table_rows %}<tr>{% for v in row %}<td>{{ v }}</td>{% endfor %}</tr>
+{% endfor %}</tbody></table>
+{% endif %}</section>
 {% endfor %}
 <h2>Final metrics per setup and level</h2>
 <table id="final-table"><thead><tr>{% for h in c.table_head %}<th>{{ h }}</th>{% endfor %}</tr>
@@ -252,7 +279,7 @@ def png_size(blob: bytes) -> tuple[int, int]:
 def write_html(c: Content, path: Path, css_per_png_px: float = 0.7) -> Path:
     """Figures are shown at 0.7 CSS px per PNG px (about 105 dpi): sharp and not oversized."""
     images, widths = {}, {}
-    for f in c.figures:
+    for _, f in c.numbered():
         blob = f.png.read_bytes()
         images[f.name] = base64.b64encode(blob).decode("ascii")
         widths[f.name] = round(png_size(blob)[0] * css_per_png_px)
@@ -272,15 +299,30 @@ def write_markdown(c: Content, path: Path, figures_dir: str = "figures") -> Path
     for para in c.paragraphs:
         lines += [" ".join(para), ""]
     lines += ["## Figures", ""]
-    for i, f in enumerate(c.figures, 1):
-        lines += [
-            f"### Figure {i}: {f.title}",
+
+    def figure(f: FigureFile) -> list[str]:
+        return [
+            f"### Figure {c.number(f)}: {f.title}",
             "",
             f"![{f.title}]({figures_dir}/{f.png.name})",
             "",
             f"{f.caption} ([SVG]({figures_dir}/{f.svg.name}))",
             "",
         ]
+
+    for f in c.figures:
+        lines += figure(f)
+    for s in c.sections:
+        lines += [f'<a id="{s.key}"></a>', "", f"## {s.title}", ""]
+        for para in s.paragraphs:
+            lines += [para, ""]
+        for f in s.figures:
+            lines += figure(f)
+        if s.table_rows:
+            lines += ["| " + " | ".join(_md_cell(h) for h in s.table_head) + " |"]
+            lines += ["|" + "---|" * len(s.table_head)]
+            lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in s.table_rows]
+            lines += [""]
     lines += ["## Final metrics per setup and level", ""]
     lines += ["| " + " | ".join(c.table_head) + " |", "|" + "---|" * len(c.table_head)]
     lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in c.table_rows]

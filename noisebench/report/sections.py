@@ -2,7 +2,8 @@
 
 A section builder takes the ReportData (with `metrics`, the tidy named-metric rows of the
 store, and `runs`, each with its `config`) and a folder for figures, and returns a Section,
-or None when its study has nothing for it. Figures are saved as PNG + SVG by `save_figure`.
+or None when its study has nothing for it. Builders run under the report's matplotlib style;
+their figures are saved as PNG + SVG by `save_figure`, and numbered after the main figures.
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+
 from .data import ReportData
-from .figures import FigureFile
+from .figures import FigureFile, save
 
 
 @dataclass(frozen=True)
@@ -26,3 +30,12 @@ class Section:
 
 
 SectionBuilder = Callable[[ReportData, Path], Section | None]
+
+
+def save_figure(fig: Figure, folder: Path, name: str, title: str, caption: str) -> FigureFile:
+    """Save `fig` as folder/name.png and .svg (as the main figures are) and close it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        return save(fig, folder, name, title, caption)
+    finally:
+        plt.close(fig)

@@ -39,3 +39,14 @@ def level_colour(level: float) -> tuple[float, float, float, float]:
 
 def pct_label(level: float) -> str:
     return f"X = {level * 100:.0f} %"
+
+
+LINESTYLES = ["-", "--", "-."]
+MARKERS = ["o", "s", "^"]
+
+
+def setup_line(setup: SetupInfo) -> dict[str, str]:
+    """Line style and marker of a setup's line: beyond the 7 colours, setups that share a
+    colour differ in dashes and marker (a study can have a dozen setups)."""
+    cycle = setup.index // len(OKABE_ITO)
+    return {"linestyle": LINESTYLES[cycle % 3], "marker": MARKERS[cycle % 3]}

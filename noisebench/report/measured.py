@@ -1,0 +1,126 @@
+"""The named metrics of store.metrics() as estimates over seeds, for the report's sections.
+
+`Measured(data)` indexes ReportData.metrics by setup × level × name like the main views: only
+finished runs of the main training-set size count, and the clean runs are level 0 of every
+setup. `final` is each run's value at its last epoch (epoch 0 for numbers measured after
+training), `per_epoch` one estimate per epoch 1, 2, … Also here: how a setup's level reads
+and where it sits on a shared X axis (labels.dilution counts noisy copies, not a share).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import numpy as np
+
+from ..noise import NOISES
+from ..noise import level_text as noise_level_text
+from ..study import CLEAN
+from ..summary import Estimate, estimate, main_train_size
+from .data import ReportData, SetupInfo
+
+FINISHED = ("done", "diverged")
+
+
+class Measured:
+    def __init__(self, data: ReportData) -> None:
+        self.data = data
+        main = main_train_size(data.study)
+        chosen = {
+            r["run_id"]
+            for r in data.runs
+            if r["status"] in FINISHED and r["config"].get("train_size") == main
+        }
+        # (setup, level, name) -> run_id -> epoch -> value
+        self._values: dict[tuple[str, float, str], dict[str, dict[int, float | None]]] = (
+            defaultdict(lambda: defaultdict(dict))
+        )
+        for row in data.metrics:
+            if row["run_id"] not in chosen:
+                continue
+            if row["setup"] == CLEAN:
+                targets = [s.name for s in data.setups if row["level"] in s.levels]
+            else:
+                targets = [row["setup"]]
+            for target in targets:
+                key = (target, row["level"], row["name"])
+                self._values[key][row["run_id"]][row["epoch"]] = row["value"]
+        self.names = {name for _, _, name in self._values}
+
+    def has(self, name: str, setup: str | None = None) -> bool:
+        return any(n == name and (setup is None or s == setup) for s, _, n in self._values)
+
+    def levels(self, setup: str, name: str) -> list[float]:
+        """The setup's levels that have values of `name`."""
+        return sorted(lv for s, lv, n in self._values if s == setup and n == name)
+
+    def by_run(self, setup: str, level: float, name: str) -> dict[str, float | None]:
+        """run_id -> its value at its last epoch, or the after-training value (epoch 0)."""
+        runs = self._values.get((setup, level, name), {})
+        return {run: by_epoch[max(by_epoch)] for run, by_epoch in runs.items() if by_epoch}
+
+    def seeds(self, setup: str, level: float, name: str) -> list[float | None]:
+        """One value per run (see by_run)."""
+        return list(self.by_run(setup, level, name).values())
+
+    def final(self, setup: str, level: float, name: str) -> Estimate:
+        return estimate(self.seeds(setup, level, name))
+
+    def curves(self, setup: str, level: float, name: str) -> np.ndarray:
+        """Per-run values per epoch [runs, epochs], NaN where a run has none (stopped early)."""
+        runs = [r for r in self._values.get((setup, level, name), {}).values() if r]
+        width = max((max(r) for r in runs), default=0)
+        out = np.full((len(runs), width), np.nan)
+        for i, by_epoch in enumerate(runs):
+            for epoch, value in by_epoch.items():
+                if epoch >= 1 and value is not None and math.isfinite(value):
+                    out[i, epoch - 1] = value
+        return out
+
+    def per_epoch(self, setup: str, level: float, name: str) -> list[Estimate]:
+        """One estimate over runs per epoch 1, 2, …"""
+        arr = self.curves(setup, level, name)
+        return [estimate(list(arr[:, e])) for e in range(arr.shape[1])]
+
+
+# --- levels --------------------------------------------------------------------------------
+def counts_copies(setup: SetupInfo) -> bool:
+    """True when the setup's level is a count (labels.dilution: noisy copies per example)."""
+    return setup.noise in NOISES and NOISES[setup.noise].max_level > 1
+
+
+def level_text(setup: SetupInfo, level: float) -> str:
+    """'X = 30 %', or '2 noisy copies per example' where the level counts noisy copies."""
+    text = noise_level_text(setup.noise, level)
+    return (
+        text.replace("cop", "noisy cop") + " per example" if counts_copies(setup) else f"X = {text}"
+    )
+
+
+def level_short(setup: SetupInfo, level: float) -> str:
+    text = noise_level_text(setup.noise, level)
+    return text if counts_copies(setup) else f"X = {text}"
+
+
+def x_share(setup: SetupInfo, level: float) -> float:
+    """Where a level sits on a shared 0–100 % axis: X, or for k noisy copies per example the
+    share of noisy examples k / (k + 1)."""
+    return 100 * (level / (level + 1) if counts_copies(setup) else level)
+
+
+def spread(levels: list[float], most: int = 3) -> list[float]:
+    """Up to `most` of the levels: all of them, or the lowest, middle and highest."""
+    if len(levels) <= most:
+        return list(levels)
+    picks = np.linspace(0, len(levels) - 1, most).round().astype(int)
+    return [levels[i] for i in sorted(set(picks.tolist()))]
+
+
+def middle(levels: list[float]) -> float | None:
+    """The level nearest 50 % (for copy counts: the middle one)."""
+    if not levels:
+        return None
+    return (
+        min(levels, key=lambda lv: abs(lv - 0.5)) if max(levels) <= 1 else levels[len(levels) // 2]
+    )
