@@ -27,6 +27,7 @@ from .findings import (
 from .fits import POOR, PROBLEMS, accuracy_fits, slopes
 from .words import (
     acc,
+    counts_copies,
     final_series,
     finite,
     has_ci,
@@ -50,6 +51,14 @@ def accuracy_trend(data: ReportData, setup: SetupInfo) -> str | None:
         return None
     (l0, e0), (l1, e1) = series[0], series[-1]
     fell = e1.mean < e0.mean
+    if counts_copies(setup.noise):  # levels count noisy copies per example
+        rate = abs(e1.mean - e0.mean) / (l1 - l0)
+        text = (
+            f"Under {setup.name}, final test accuracy {'falls' if fell else 'rises'} from "
+            f"{acc(e0.mean)} without noisy copies to {acc(e1.mean)} with {l1:g} noisy copies "
+            f"per example, {pts(rate)} per copy on average"
+        )
+        return text + within_noise(e0, e1) + "."
     rate = abs(e1.mean - e0.mean) / ((l1 - l0) * 10)
     a, b, steep = steepest(series, -1)
     text = (
@@ -74,7 +83,7 @@ def loss_trend(data: ReportData, setup: SetupInfo) -> str | None:
     a, b, steep = steepest(series, +1)
     text = f"Its test cross-entropy {verb} from {nats(e0.mean)} to {nats(e1.mean)} nats"
     text += within_noise(e0, e1)
-    if steep > 0 and len(series) > 2:
+    if steep > 0 and len(series) > 2 and not counts_copies(setup.noise):
         text += f", fastest between X = {a * 100:.0f} and {x(b)} (+{steep:.2f} per 10 %)"
     return text + "."
 

@@ -17,6 +17,7 @@ import jinja2
 from .data import ReportData
 from .figures import FigureFile
 from .sections import Section
+from .words import counts_copies
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,11 @@ def facts(data: ReportData) -> list[tuple[str, str]]:
     setups = "; ".join(
         f"{s.name}: {s.noise}"
         + (f" {s.params}" if s.params else "")
-        + f" at X = {', '.join(f'{lv * 100:.0f}' for lv in s.levels)} %"
+        + (
+            f" at {', '.join(f'{lv:g}' for lv in s.levels)} noisy copies per example"
+            if counts_copies(s.noise)
+            else f" at X = {', '.join(f'{lv * 100:.0f}' for lv in s.levels)} %"
+        )
         for s in data.setups
     )
     train = study.train
