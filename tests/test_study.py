@@ -1,9 +1,20 @@
 """Study files are validated field by field; plans share the clean baseline; packs group runs."""
 
+from pathlib import Path
+
 import pytest
 
 from noisebench.errors import StudyError
-from noisebench.study import CLEAN, load_preset, load_study, packs, parse_study, plan, preset_names
+from noisebench.study import (
+    CLEAN,
+    Study,
+    load_preset,
+    load_study,
+    packs,
+    parse_study,
+    plan,
+    preset_names,
+)
 
 MINIMAL = {"name": "s", "setups": [{"name": "labels", "noise": "labels.uniform"}]}
 
@@ -98,3 +109,10 @@ def test_digest_tracks_everything_that_changes_numbers():
     assert a.digest() == parse_study(MINIMAL).digest()
     assert a.digest() != parse_study(with_changes(seeds=[5])).digest()
     assert a.digest() != parse_study(with_changes(train={"lr": 0.1})).digest()
+
+
+def test_every_example_study_file_loads_and_plans():
+    examples = sorted((Path(__file__).parents[1] / "examples").glob("*.toml"))
+    assert examples
+    for path in examples:
+        assert Study.from_toml(path).plan(), path
