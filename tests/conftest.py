@@ -72,14 +72,14 @@ def isolated_data_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "data-env"
     monkeypatch.delenv("NOISEBENCH_DATA", raising=False)
     monkeypatch.setenv("NOISEBENCH_CACHE", str(root / "cache"))
-    monkeypatch.setattr(data, "SYSTEM_DATA_DIR", root / "system")
+    monkeypatch.setattr(data.loading, "SYSTEM_DATA_DIR", root / "system")
 
     def offline(url: str, output_file: object, pooch: object) -> None:
         import requests
 
         raise requests.exceptions.ConnectionError(f"test is offline: {url}")
 
-    monkeypatch.setattr(data, "_downloader", lambda: offline)
+    monkeypatch.setattr(data.downloads, "_downloader", lambda: offline)
     return root
 
 

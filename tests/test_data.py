@@ -216,13 +216,13 @@ def test_short_reason_for_unresolvable_host():
         "HTTPSConnectionPool(host='x', port=443): Max retries exceeded "
         "(Caused by NameResolutionError(\"Failed to resolve 'x'\"))"
     )
-    assert data._short_reason(exc) == "no network: cannot resolve host"
+    assert data.downloads._short_reason(exc) == "no network: cannot resolve host"
 
 
 def _serve_as(monkeypatch, name: str, mirrors: tuple[str, ...], md5: dict[str, str]) -> None:
     info = dataclasses.replace(data.DATASETS[name], mirrors=mirrors, md5=md5)
     monkeypatch.setitem(data.DATASETS, name, info)
-    monkeypatch.setattr(data, "_downloader", data.pooch.HTTPDownloader)
+    monkeypatch.setattr(data.downloads, "_downloader", data.downloads.pooch.HTTPDownloader)
 
 
 def test_download_verifies_hash_and_tries_mirrors(

@@ -91,7 +91,7 @@ def test_class_folder_shapes_split_and_names(pets):
     # every image exactly once, in train or test, with its own class label
     files = {name: sorted((pets / name).rglob("[!.]*.*"), key=str) for name in ds.class_names}
     expected = {
-        bytes(data._read_image(path, (28, 28), 1)): label
+        bytes(data.images._read_image(path, (28, 28), 1)): label
         for label, name in enumerate(ds.class_names)
         for path in files[name]
         if path.suffix != ".txt"
@@ -146,7 +146,9 @@ def test_partitioned_folder(parts):
     assert torch.bincount(ds.train_y).tolist() == [5, 4]
     assert torch.bincount(ds.valid_y).tolist() == [2, 2]
     assert torch.bincount(ds.test_y).tolist() == [3, 3]
-    train_a = {bytes(data._read_image(p, (10, 10), 1)) for p in (parts / "train" / "a").iterdir()}
+    train_a = {
+        bytes(data.images._read_image(p, (10, 10), 1)) for p in (parts / "train" / "a").iterdir()
+    }
     assert rows(ds.train_x[ds.train_y == 0]) == train_a
     assert data.load_dataset("folder", data_dir=parts, image_size=(10, 10)).fingerprint() == (
         ds.fingerprint()

@@ -79,7 +79,7 @@ def wrong_checksum(tmp_path: Path, tiny_idx_dir: Path, local_server, monkeypatch
         (served / name).write_bytes((tiny_idx_dir / name).read_bytes())
     info = dataclasses.replace(data.DATASETS["kmnist"], mirrors=(url,))
     monkeypatch.setitem(data.DATASETS, "kmnist", info)
-    monkeypatch.setattr(data, "_downloader", data.pooch.HTTPDownloader)
+    monkeypatch.setattr(data.downloads, "_downloader", data.downloads.pooch.HTTPDownloader)
     return ["run", "--preset", "quick", "--dataset", "kmnist"]
 
 

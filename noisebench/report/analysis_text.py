@@ -1,0 +1,370 @@
+"""Sentences of the analysis sections (analyses.py), and the wording they share.
+
+Every number in a sentence is a mean over seeds with its 95 % CI (summary.estimate); a
+comparison whose CIs overlap is said to be not distinguishable.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..summary import Estimate, estimate
+from .data import ReportData, SetupInfo
+from .measured import Measured, counts_copies, level_text, middle
+from .words import acc, has_ci
+
+
+# --- wording -------------------------------------------------------------------------------
+def pct(e: Estimate) -> str:
+    """'71.2 ± 3.1 %' (no ± with one seed)."""
+    if not math.isfinite(e.half):
+        return acc(e.mean)
+    return f"{e.mean * 100:.1f} ± {e.half * 100:.1f} %"
+
+
+def signed(e: Estimate) -> str:
+    """'+12.3 ± 1.0 points'."""
+    half = f" ± {e.half * 100:.1f}" if math.isfinite(e.half) else ""
+    return f"{e.mean * 100:+.1f}{half} points"
+
+
+def versus(a: Estimate, b: Estimate) -> str:
+    if not has_ci(a, b):
+        return "one seed, so no CI: uncertain"
+    return "not distinguishable: the 95 % CIs overlap" if a.overlaps(b) else "95 % CIs separate"
+
+
+def sign_of(e: Estimate) -> int:
+    """+1 / -1 when the 95 % CI lies above / below zero, 0 when it includes zero or is unknown."""
+    if not math.isfinite(e.half):
+        return 0
+    return 1 if e.low > 0 else -1 if e.high < 0 else 0
+
+
+def listing(items: list[str], most: int = 5) -> str:
+    shown = items[:most] + ([f"{len(items) - most} more"] if len(items) > most else [])
+    return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
+
+
+def _finite(e: Estimate) -> bool:
+    return math.isfinite(e.mean)
+
+
+UNSURE = ("not distinguishable", "uncertain with one seed (no CI)")
+
+
+def against(e: Estimate, base: Estimate, above: str, below: str) -> str:
+    """How `e` compares with the clean baseline's `base`, as far as the 95 % CIs tell."""
+    if not has_ci(e, base):
+        return UNSURE[1]
+    if e.overlaps(base):
+        return UNSURE[0]
+    return above if e.mean > base.mean else below
+
+
+def grouped(pairs: list[tuple[str, str]], most: int = 6) -> str:
+    """'higher for A and B; lower for C; not distinguishable for D': items by group, the
+    groups in order of first appearance, the unsure ones last."""
+    groups: dict[str, list[str]] = {}
+    for group, item in sorted(pairs, key=lambda p: p[0] in UNSURE):
+        groups.setdefault(group, []).append(item)
+    return "; ".join(f"{g} for {listing(items, most)}" for g, items in groups.items())
+
+
+def _shared_level(picked: list[tuple[SetupInfo, float]]) -> str:
+    """The level text most of the picked setups share ('X = 60 %'); _named states the others'."""
+    texts = [level_text(s, lv) for s, lv in picked]
+    return max(texts, key=texts.count)
+
+
+def _named(s: SetupInfo, lv: float, shared: str) -> str:
+    text = level_text(s, lv)
+    return s.name if text == shared else f"{s.name} at {text}"
+
+
+# --- memorisation ----------------------------------------------------------------------------
+def overtakes(noisy: list[Estimate], true: list[Estimate]) -> int | None:
+    """First epoch (1-based) at which the mean fit_noisy exceeds the mean fit_true."""
+    for epoch, (n, t) in enumerate(zip(noisy, true, strict=False), 1):
+        if _finite(n) and _finite(t) and n.mean > t.mean:
+            return epoch
+    return None
+
+
+def _last(ests: list[Estimate]) -> tuple[int, Estimate]:
+    """(epoch, estimate) of the last epoch with a value."""
+    for epoch in range(len(ests), 0, -1):
+        if _finite(ests[epoch - 1]):
+            return epoch, ests[epoch - 1]
+    return 0, Estimate(math.nan, math.nan, 0)
+
+
+def memorised(m: Measured, setup: SetupInfo, lv: float, cross: int | None) -> str | None:
+    noisy = m.per_epoch(setup.name, lv, "fit_noisy")
+    true = m.per_epoch(setup.name, lv, "fit_true")
+    last, n_last = _last(noisy)
+    if not last or not _finite(_last(true)[1]):
+        return None
+    t_last = true[last - 1]
+    peak = max(range(last), key=lambda i: true[i].mean if _finite(true[i]) else -1)
+    where = f"Under {setup.name} at {level_text(setup, lv)}"
+    end = (
+        f"by the last epoch ({last}) the noisy label wins for {pct(n_last)} of them and the true "
+        f"one for {pct(t_last)} ({versus(n_last, t_last)})"
+    )
+    if cross == 1:
+        return (
+            f"{where}, the network predicts the noisy label of the corrupted training examples "
+            f"more often than their true one from the first epoch on: {end}."
+        )
+    first = (
+        f"{where}, the network first fits the true pattern: at epoch {peak + 1} it predicts the "
+        f"true label for {pct(true[peak])} of the corrupted training examples and their noisy "
+        f"label for only {pct(noisy[peak])}"
+    )
+    if cross is None and peak + 1 == last:
+        return (
+            f"{where}, the network fits the true pattern and does not memorise the noise within "
+            f"{last} epochs: by the last epoch the noisy label wins for {pct(n_last)} of the "
+            f"corrupted training examples and the true one for {pct(t_last)} "
+            f"({versus(n_last, t_last)})."
+        )
+    if cross is None:
+        return f"{first}; it does not memorise the noise within {last} epochs: {end}."
+    return f"{first}; from epoch {cross} on it memorises the noise, and {end}."
+
+
+def crossings_sentence(m: Measured, setup: SetupInfo, levels: list[float], crossings) -> str:
+    """At which epoch the noisy label overtakes the true one, level by level."""
+    crossed = [lv for lv in levels if crossings[(setup.name, lv)]]
+    never = [lv for lv in levels if not crossings[(setup.name, lv)]]
+    ends = {lv: _last(m.per_epoch(setup.name, lv, "fit_noisy")) for lv in levels}
+    if not crossed:
+        epochs = max(ends[lv][0] for lv in never)
+        return (
+            f"At none of {_levels(setup, never)} does the noisy label overtake the true one "
+            f"within {epochs} epochs under {setup.name}; by the last epoch it wins for "
+            f"{listing([pct(ends[lv][1]) for lv in never])} of the corrupted examples"
+            + (" respectively." if len(never) > 1 else ".")
+        )
+    text = f"Under {setup.name} the noisy label overtakes the true one " + listing(
+        [f"at epoch {crossings[(setup.name, lv)]} at {level_text(setup, lv)}" for lv in crossed]
+    )
+    if never:
+        epochs = max(ends[lv][0] for lv in never)
+        text += f", but not within {epochs} epochs at {_levels(setup, never)}"
+    return text + "."
+
+
+def others_sentence(
+    m: Measured, setups: list[SetupInfo], shown: dict[str, list[float]], crossings
+) -> str:
+    """Where the noisy label overtakes the true one for each setup at its highest level."""
+    at = _shared_level([(s, shown[s.name][-1]) for s in setups])
+    pairs = []
+    for s in setups:
+        lv = shown[s.name][-1]
+        epochs, noisy = _last(m.per_epoch(s.name, lv, "fit_noisy"))
+        cross = crossings[(s.name, lv)]
+        when = (
+            "from the first epoch"
+            if cross == 1
+            else f"at epoch {cross}"
+            if cross
+            else f"not within {epochs} epochs"
+        )
+        pairs.append((when, f"{_named(s, lv, at)} ({pct(noisy)})"))
+    return (
+        f"In the other label-noise setups at {at}, the noisy label overtakes the true one "
+        f"{grouped(pairs)}; in brackets, the share of corrupted examples predicted as their "
+        "noisy label by the last epoch."
+    )
+
+
+def _levels(setup: SetupInfo, levels: list[float]) -> str:
+    if counts_copies(setup):
+        return listing([level_text(setup, lv) for lv in levels])
+    return "X = " + listing([f"{lv * 100:.0f}" for lv in levels]) + " %"
+
+
+# --- calibration ----------------------------------------------------------------------------
+def _final_gap(data: ReportData, setup: str, lv: float) -> Estimate:
+    """Per seed: mean test confidence minus test accuracy at the last epoch."""
+    curves = data.stats[(setup, lv)].curves
+    gaps = []
+    for conf, accuracy in zip(curves["test_conf"], curves["test_acc"], strict=True):
+        ok = [i for i in range(len(conf)) if math.isfinite(conf[i]) and math.isfinite(accuracy[i])]
+        if ok:
+            gaps.append(float(conf[ok[-1]] - accuracy[ok[-1]]))
+    return estimate(gaps)
+
+
+def _confident(gap: Estimate) -> str:
+    return {1: "over-confident", -1: "under-confident", 0: "neither over- nor under-confident"}[
+        sign_of(gap)
+    ]
+
+
+def calibration_sentences(data: ReportData, m: Measured, setups: list[SetupInfo]) -> list[str]:
+    first = setups[0].name
+    if (first, 0.0) not in data.stats:
+        return []
+    b_gap, b_ece = _final_gap(data, first, 0.0), m.final(first, 0.0, "test_ece")
+    base = data.stats[(first, 0.0)].final
+    out = [
+        f"The clean baseline ends {_confident(b_gap)}: its mean confidence (max softmax) on the "
+        f"test set is {pct(base['test_conf'])} against an accuracy of {pct(base['test_acc'])} "
+        f"(confidence minus accuracy {signed(b_gap)}), with an ECE of {pct(b_ece)}."
+    ]
+    everything: list[tuple[SetupInfo, float]] = []
+    for kind, what in (("labels", "noisy labels"), ("pixels", "noisy pixels"), ("", "other noise")):
+        picked = [(s, middle([lv for lv in data.levels(s.name) if lv > 0])) for s in setups]
+        picked = [(s, lv) for s, lv in picked if s.kind == kind and lv is not None]
+        if not picked:
+            continue
+        everything += picked
+        at = _shared_level(picked)
+        gaps = [(s, lv, _final_gap(data, s.name, lv)) for s, lv in picked]
+        ways = {_confident(g) for _, _, g in gaps}
+        verdict = f"end {ways.pop()}" if len(ways) == 1 else "differ"
+        items = [f"{signed(g)} for {_named(s, lv, at)}" for s, lv, g in gaps]
+        groups = [
+            (against(g, b_gap, "more over-confident", "more under-confident"), _named(s, lv, at))
+            for s, lv, g in gaps
+        ]
+        out.append(
+            f"Trained on {what} at {at}, the models {verdict}: confidence minus accuracy is "
+            f"{listing(items, 6)}; against the clean baseline's {signed(b_gap)} that is "
+            f"{grouped(groups) if len(groups) > 1 else groups[0][0]} (95 % CIs)."
+        )
+    if everything:
+        at = _shared_level(everything)
+        eces = [
+            (against(e, b_ece, "higher", "lower"), f"{_named(s, lv, at)} ({pct(e)})")
+            for s, lv in everything
+            for e in [m.final(s.name, lv, "test_ece")]
+        ]
+        out.append(
+            f"Against the clean baseline's {pct(b_ece)}, the ECE at {at} is {grouped(eces)} "
+            "(95 % CIs)."
+        )
+    return out
+
+
+# --- robustness ----------------------------------------------------------------------------
+def robustness_sentences(data: ReportData, m: Measured, eps: float) -> list[str]:
+    first = next((s for s in data.setups if (s.name, 0.0) in data.stats), None)
+    if first is None:
+        return []
+    b_fgsm = m.final(first.name, 0.0, f"fgsm@{eps:g}")
+    b_rand = m.final(first.name, 0.0, f"randsign@{eps:g}")
+    if not (_finite(b_fgsm) and _finite(b_rand)):
+        return []
+    clean = data.stats[(first.name, 0.0)].final["test_acc"]
+    out = [
+        f"The clean baseline is right on {pct(clean)} of test images; FGSM at ε = {eps:g} "
+        f"leaves {pct(b_fgsm)}, while random ±ε signs of the same size leave {pct(b_rand)} "
+        f"({versus(b_fgsm, b_rand)}), so it is the gradient's direction, not the size of the "
+        "change, that breaks the model"
+        + ("." if b_fgsm.high < b_rand.low else " — as far as these CIs can tell.")
+    ]
+    for kind, question in (
+        ("pixels", "Is a model trained on noisy pixels more robust to FGSM than the clean one?"),
+        ("labels", "Is one trained on noisy labels less robust?"),
+    ):
+        wanted = "more robust" if kind == "pixels" else "less robust"
+        picked = [
+            (s, middle([lv for lv in m.levels(s.name, f"fgsm@{eps:g}") if lv > 0]))
+            for s in data.of_kind(kind)
+        ]
+        picked = [(s, lv) for s, lv in picked if lv is not None]
+        found = [(s, lv, m.final(s.name, lv, f"fgsm@{eps:g}")) for s, lv in picked]
+        found = [(s, lv, e) for s, lv, e in found if _finite(e)]
+        if not found:
+            continue
+        at = _shared_level([(s, lv) for s, lv, _ in found])
+        answers = []
+        for s, lv, e in found:
+            way = against(e, b_fgsm, "more robust", "less robust")
+            answer = "yes" if way == wanted else way if way in UNSURE else f"no, {way},"
+            answers.append((answer, f"{_named(s, lv, at)} ({pct(e)})"))
+        text = grouped(answers)
+        out.append(
+            f"{question} {text[0].upper() + text[1:]}: accuracy under FGSM at ε = {eps:g} after "
+            f"training at {at}, against the clean baseline's {pct(b_fgsm)} (95 % CIs)."
+        )
+    return out
+
+
+# --- finding the wrong labels ----------------------------------------------------------------
+ISSUES = ("issues_precision", "issues_recall", "issues_precision_at_k", "issues_flagged_share")
+
+
+def corrupted_share(m: Measured, s: SetupInfo, lv: float) -> Estimate:
+    """Per run, the share of training labels the noise changed: precision × flagged share /
+    recall (what a random pick's precision would be)."""
+    p, r, _, f = (m.by_run(s.name, lv, n) for n in ISSUES)
+    shares = []
+    for run, precision in p.items():
+        recall, flagged = r.get(run), f.get(run)
+        if precision is not None and flagged is not None and recall:
+            shares.append(precision * flagged / recall)
+    return estimate(shares)
+
+
+def issues_sentences(data: ReportData, m: Measured, setups: list[SetupInfo]) -> list[str]:
+    out = []
+    for s in setups[:3]:
+        levels = [lv for lv in m.levels(s.name, "issues_precision") if lv > 0]
+        lv = middle(levels)
+        p, r, pk, flagged = (m.final(s.name, lv, n) for n in ISSUES)
+        share = corrupted_share(m, s, lv)
+        out.append(
+            f"Under {s.name} at {level_text(s, lv)}, flagging each training example whose "
+            "probability for its given label is below the average for that label marks "
+            f"{pct(flagged)} of the training set; {pct(p)} of those are truly corrupted "
+            f"(precision; a random pick would reach {pct(share)}: {versus(p, share)}), they "
+            f"cover {pct(r)} of the corrupted labels "
+            f"(recall), and the k least trusted examples are {pct(pk)} corrupted (precision@k)."
+        )
+        if len(levels) > 1 and len(setups) == 1:
+            lo, hi = levels[0], levels[-1]
+            parts = [
+                f"{what} from {pct(m.final(s.name, lo, n))} to {pct(m.final(s.name, hi, n))} "
+                f"({versus(m.final(s.name, lo, n), m.final(s.name, hi, n))})"
+                for what, n in (("precision", ISSUES[0]), ("recall", ISSUES[1]))
+            ]
+            out.append(
+                f"From {level_text(s, lo)} to {level_text(s, hi)}, {s.name} moves "
+                f"{' and '.join(parts)}."
+            )
+    shares = [s for s in setups if not counts_copies(s)]
+    common = set.intersection(*(set(m.levels(s.name, ISSUES[2])) for s in shares)) - {0.0}
+    if len(shares) > 1 and common:
+        lv = middle(sorted(common))
+        ranked = sorted(shares, key=lambda s: m.final(s.name, lv, ISSUES[2]).mean)
+        lo, hi = ranked[0], ranked[-1]
+        e_lo, e_hi = m.final(lo.name, lv, ISSUES[2]), m.final(hi.name, lv, ISSUES[2])
+        out.append(
+            f"At {level_text(hi, lv)}, the corrupted labels are easiest to find under {hi.name} "
+            f"(precision@k {pct(e_hi)}) and hardest under {lo.name} ({pct(e_lo)}; "
+            f"{versus(e_lo, e_hi)})."
+        )
+    return out[:5]
+
+
+# --- setups ranked ---------------------------------------------------------------------------
+def _ties(rows: list[tuple[SetupInfo, Estimate]]) -> str:
+    tied = [
+        f"{a.name} and {b.name}"
+        for (a, ea), (b, eb) in zip(rows, rows[1:], strict=False)
+        if ea.overlaps(eb)
+    ]
+    if not tied:
+        return "; each differs from the next with separate 95 % CIs"
+    if len(tied) > 3:
+        return (
+            f"; {len(tied)} of the {len(rows) - 1} neighbouring pairs are not distinguishable "
+            "(95 % CIs overlap)"
+        )
+    return f"; neighbours not distinguishable (95 % CIs overlap): {listing(tied)}"
