@@ -666,6 +666,7 @@ def test_fixed_shuffle_fix_matches_apply_at_every_step():
 
 ENGINE_SETUPS = [
     ("labels.pairflip", {}),
+    ("labels.dilution", {}),
     ("labels.shuffle", {}),
     ("labels.matrix", {"matrix": torch.eye(10).roll(1, 1).tolist()}),
     ("labels.feature", {"reference_epochs": 1}),
@@ -682,12 +683,14 @@ def test_the_engine_trains_every_noise_and_never_touches_the_test_set(small_data
     study = {
         "name": "types",
         "seeds": [0],
-        "levels": [0.5],
+        "levels": [2.0 if name == "labels.dilution" else 0.5],
         "model": {"hidden": [32]},
         "train": {"epochs": 1, "batch_size": 64},
         "setups": [{"name": "s", "noise": name, "params": params}],
     }
     test_x, test_y = small_data.test_x.clone(), small_data.test_y.clone()
+    train_x, train_y = small_data.train_x.clone(), small_data.train_y.clone()
     (result,) = train_pack(plan(parse_study(study)), small_data)
+    assert torch.equal(small_data.train_x, train_x) and torch.equal(small_data.train_y, train_y)
     assert result.status == "done" and math.isfinite(result.epochs[-1]["test_loss"])
     assert torch.equal(small_data.test_x, test_x) and torch.equal(small_data.test_y, test_y)
