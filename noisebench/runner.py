@@ -215,7 +215,6 @@ def run_study(
         todo = [r for r in runs if r.run_id not in finished]
         _train_all(
             todo,
-            len(runs) - len(todo),
             len(runs),
             study,
             data,
@@ -230,9 +229,52 @@ def run_study(
     return out
 
 
+def _pack_jobs(todo: list[RunSpec], study: Study, ckpt_dir: Path) -> list[PackJob]:
+    """The packs of the unfinished runs, each with its checkpoint file."""
+    jobs = []
+    for index, group in enumerate(packs(todo, study.max_pack)):
+        key = hashlib.sha256("".join(r.run_id for r in group).encode()).hexdigest()[:12]
+        jobs.append(PackJob(index, group, ckpt_dir / f"pack-{key}.pt", study.analysis))
+    return jobs
+
+
+class _StudyProgress:
+    """Study-wide progress in run-steps, so a pack of 39 runs weighs 39 times a single run."""
+
+    def __init__(self, jobs: list[PackJob], data: Dataset, done_runs: int, total_runs: int, report):
+        self.jobs, self.report = jobs, report
+        self.done_runs, self.total_runs = done_runs, total_runs
+        self.weights = [len(j.runs) for j in jobs]
+        self.totals = [
+            w
+            * -(-train_set_size(j.runs[0], data) // j.runs[0].train.batch_size)
+            * j.runs[0].train.epochs
+            for w, j in zip(self.weights, jobs, strict=True)
+        ]
+        self.done = [0] * len(jobs)
+
+    def step(self, index: int, step: int, of: int) -> None:
+        self.done[index] = self.weights[index] * step
+        if self.report is not None:
+            epochs = self.jobs[index].runs[0].train.epochs
+            epoch = min(epochs, step * epochs // max(of, 1) + 1)
+            text = (
+                f"runs {self.done_runs}/{self.total_runs} · pack of {self.weights[index]}"
+                f" · epoch {epoch}/{epochs}"
+            )
+            self.report(sum(self.done), sum(self.totals), text)
+
+    def finished(self, index: int) -> None:
+        self.done_runs += self.weights[index]
+        self.done[index] = self.totals[index]
+        if self.report is not None:
+            self.report(
+                sum(self.done), sum(self.totals), f"runs {self.done_runs}/{self.total_runs}"
+            )
+
+
 def _train_all(
     todo: list[RunSpec],
-    already: int,
     total: int,
     study: Study,
     data: Dataset,
@@ -242,34 +284,14 @@ def _train_all(
     progress: Callable[[int, int, str], None] | None,
     trainer: Backend,
 ) -> None:
+    """Train the unfinished runs pack by pack; store each pack's runs as soon as it is done."""
     ckpt_dir = out / "checkpoints"
-    jobs = []
-    for index, group in enumerate(packs(todo, study.max_pack)):
-        key = hashlib.sha256("".join(r.run_id for r in group).encode()).hexdigest()[:12]
-        jobs.append(PackJob(index, group, ckpt_dir / f"pack-{key}.pt", study.analysis))
+    jobs = _pack_jobs(todo, study, ckpt_dir)
     if not jobs:
         return
     ckpt_dir.mkdir(exist_ok=True)
-    # Progress counts run-steps, so a pack of 39 runs weighs 39 times a single run.
-    done_steps = [0] * len(jobs)
-    weights = [len(j.runs) for j in jobs]
-    totals = [
-        w
-        * -(-train_set_size(j.runs[0], data) // j.runs[0].train.batch_size)
-        * j.runs[0].train.epochs
-        for w, j in zip(weights, jobs, strict=True)
-    ]
-    done_runs = already
-
-    def on_step(index: int, step: int, of: int) -> None:
-        done_steps[index] = weights[index] * step
-        if progress is not None:
-            epochs = jobs[index].runs[0].train.epochs
-            epoch = min(epochs, step * epochs // max(of, 1) + 1)
-            text = f"runs {done_runs}/{total} · pack of {weights[index]} · epoch {epoch}/{epochs}"
-            progress(sum(done_steps), sum(totals), text)
-
-    for outcome in trainer.train(jobs, data, dev, on_step):
+    tracker = _StudyProgress(jobs, data, total - len(todo), total, progress)
+    for outcome in trainer.train(jobs, data, dev, tracker.step):
         for result in outcome.results:
             store.finish_run(
                 result.run_id,
@@ -282,9 +304,6 @@ def _train_all(
             )
         if outcome.job.checkpoint is not None:
             outcome.job.checkpoint.unlink(missing_ok=True)
-        done_runs += len(outcome.results)
-        done_steps[outcome.job.index] = totals[outcome.job.index]
-        if progress is not None:
-            progress(sum(done_steps), sum(totals), f"runs {done_runs}/{total}")
+        tracker.finished(outcome.job.index)
     if ckpt_dir.exists() and not any(ckpt_dir.iterdir()):
         ckpt_dir.rmdir()
