@@ -96,11 +96,35 @@ def facts(data: ReportData) -> list[tuple[str, str]]:
         )
         for s in data.setups
     )
-    train = study.train
+    train, model = study.train, study.model
+    schedule = {
+        "constant": "",
+        "step": f", lr × {train.gamma} every {train.step_size} epochs",
+        "cosine": ", cosine schedule",
+        "onecycle": " (peak), one-cycle schedule",
+    }[train.schedule]
+    momentum = f", momentum {train.momentum}" if train.optimizer == "sgd" else ""
     recipe = (
-        f"{train.optimizer}, lr {train.lr}, momentum {train.momentum}, weight decay "
+        f"{train.optimizer}, lr {train.lr}{schedule}{momentum}, weight decay "
         f"{train.weight_decay}, batch {train.batch_size}, {train.epochs} epochs"
     )
+    stopping = [
+        f"training sizes {', '.join(f'{n:,}' if n != 'all' else 'all' for n in study.train_sizes)}"
+        if study.train_sizes != ["all"]
+        else "",
+        f"validation hold-out {study.validation:.0%}" if study.validation else "",
+        f"early stopping (patience {study.early_stopping.patience}, min delta "
+        f"{study.early_stopping.min_delta})"
+        if study.early_stopping
+        else "",
+        f"stop at {study.stop_at_train_acc:.2%} training accuracy"
+        if study.stop_at_train_acc
+        else "",
+    ]
+    recipe += "".join(f"; {part}" for part in stopping if part)
+    layers = [model.activation] + (["batch norm"] if model.batchnorm else [])
+    layers += [f"dropout {model.dropout}"] if model.dropout else []
+    head = "softmax + cross-entropy" if model.loss == "cross-entropy" else "sigmoid + MSE"
     created = meta.get("created_at")
     walls = data.pack_walls
     wall = (
@@ -129,7 +153,7 @@ def facts(data: ReportData) -> list[tuple[str, str]]:
             "model",
             f"MLP {inputs} → "
             f"{' → '.join(str(h) for h in study.model.hidden)} → {data.num_classes}, "
-            f"{study.model.activation}, softmax + cross-entropy",
+            f"{', '.join(layers)}, {head}",
         ),
         ("training", recipe),
         ("runs", status),
