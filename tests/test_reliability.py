@@ -177,6 +177,15 @@ BAD_INPUTS = {
     ),
     "validation share of one half": (study(head="validation = 0.5\n"), "validation"),
     "unknown train size word": (study(head='train_sizes = ["most"]\n'), "train_sizes.0"),
+    "dropout of one": (study(head="[model]\ndropout = 1.0\n"), "model.dropout"),
+    "unknown schedule": (
+        replaced("epochs = 1", 'epochs = 1\nschedule = "linear"'),
+        "train.schedule",
+    ),
+    "noisy copies not whole": (
+        study('[[setups]]\nname = "d"\nnoise = "labels.dilution"\nlevels = [1.5]\n'),
+        "not a whole number",
+    ),
 }
 
 
