@@ -26,6 +26,11 @@ What a step costs, and why it is written this way (bench/PERFORMANCE.md has the 
 - The model and training options (ModelSpec.batchnorm, dropout, loss; TrainSpec.schedule) are
   branches off this path, by hand as well (norm.py, trainer.py, optimizer.py); when they are
   off, a step runs exactly the operations it ran before they existed.
+
+Modules, in the order data flows: trainset (what each run trains on: hold-out, balanced
+subset, its labels), model, optimizer, trainer (one shard's step), threads (shards), measure
+(per-epoch and after-training measurements), stopping (early stopping, accuracy targets),
+pack (build, epochs, checkpoints), timing (for bench/).
 """
 
 from .model import BYTE, StackedMLP, evaluate, parameter_count
