@@ -119,13 +119,26 @@ class AnalysisSpec(Spec):
 TrainSize = Annotated[int, Field(gt=0)] | Literal["all"]
 
 
+def _unique_sizes(sizes: list[int | str] | None) -> list[int | str] | None:
+    if sizes is not None and len(set(sizes)) != len(sizes):
+        raise ValueError("train sizes must be unique")
+    return sizes
+
+
 class Setup(Spec):
-    """One noise setup: a registered noise, its parameters, and optionally its own levels."""
+    """One noise setup: a registered noise, its parameters, and optionally its own levels and
+    training sizes (instead of the study's)."""
 
     name: Annotated[str, Field(min_length=1)]
     noise: str
     params: dict[str, Any] = {}
     levels: list[Level] | None = None
+    train_sizes: list[TrainSize] | None = Field(default=None, min_length=1)
+
+    @field_validator("train_sizes")
+    @classmethod
+    def _unique_sizes(cls, sizes: list[int | str] | None) -> list[int | str] | None:
+        return _unique_sizes(sizes)
 
     @model_validator(mode="after")
     def _noise_exists(self) -> "Setup":
@@ -170,9 +183,7 @@ class Study(Spec):
     @field_validator("train_sizes")
     @classmethod
     def _unique_sizes(cls, sizes: list[int | str]) -> list[int | str]:
-        if len(set(sizes)) != len(sizes):
-            raise ValueError("train sizes must be unique")
-        return sizes
+        return _unique_sizes(sizes)
 
     @model_validator(mode="after")
     def _stopping_needs_validation(self) -> "Study":
@@ -397,8 +408,8 @@ def _regime(study: Study, size: int | str) -> tuple[tuple[str, Any], ...]:
 def plan(study: Study) -> list[RunSpec]:
     """Every run of the study, once: level 0 of any setup is the shared clean baseline."""
     runs: dict[str, RunSpec] = {}
-    for size in study.train_sizes:
-        for setup in study.setups:
+    for setup in study.setups:
+        for size in setup.train_sizes or study.train_sizes:
             for level in study.levels_of(setup):
                 for seed in study.seeds:
                     clean = level == 0.0

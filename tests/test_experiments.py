@@ -83,7 +83,7 @@ def test_the_three_presets_load_and_plan_their_sizes(sample_data):
     assert "labels.shuffle" in NOISES
     expected = {  # (runs, training-set sizes, target)
         "memorization": (24, {100, 300, 1000, None}, 0.9999),
-        "zero-loss": (8, {1000, None}, 0.9999),
+        "zero-loss": (6, {1000, None}, 0.9999),  # permuted + clean on 1,000; clean on all
         "sample-size": (54, {500, 1000, 1500, 2000, 3000, None}, None),
     }
     for name, (count, sizes, target) in expected.items():
@@ -187,8 +187,14 @@ def test_a_run_that_misses_the_target_is_named_and_counted(memorised, tmp_path):
 
 # --- zero loss --------------------------------------------------------------------------------
 def test_zero_loss_reaches_the_target_and_explains_the_gap(tmp_path_factory, tmp_path):
+    permuted = {"name": "permuted labels", "noise": "labels.shuffle"}  # on the study's size
     study = scaled(
-        "zero-loss", seeds=[0], train_sizes=[300], model=SMALL, train=FAST | {"epochs": 40}
+        "zero-loss",
+        seeds=[0],
+        train_sizes=[300],
+        setups=[permuted],
+        model=SMALL,
+        train=FAST | {"epochs": 40},
     )
     _, data, runs, metrics = trained(tmp_path_factory, "zero", study)
     last_acc = last_epoch_values(metrics, "train_clean_acc")

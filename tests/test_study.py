@@ -116,3 +116,27 @@ def test_every_example_study_file_loads_and_plans():
     assert examples
     for path in examples:
         assert Study.from_toml(path).plan(), path
+
+
+def test_a_setup_may_train_on_its_own_sizes():
+    study = parse_study(
+        {
+            "name": "sizes",
+            "seeds": [0],
+            "levels": [0.0, 1.0],
+            "train_sizes": ["all"],
+            "setups": [
+                {"name": "permuted", "noise": "labels.shuffle", "train_sizes": [1000]},
+                {"name": "whole", "noise": "labels.shuffle", "levels": [0.0]},
+            ],
+        }
+    )
+    runs = {(r.setup, r.level, r.train_size) for r in plan(study)}
+    assert runs == {("clean", 0.0, 1000), ("permuted", 1.0, 1000), ("clean", 0.0, None)}
+    with pytest.raises(StudyError, match="setups.0.train_sizes"):
+        parse_study(
+            {
+                "name": "x",
+                "setups": [{"name": "p", "noise": "labels.uniform", "train_sizes": [5, 5]}],
+            }
+        )
