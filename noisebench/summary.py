@@ -62,11 +62,21 @@ def setup_levels(study: Study) -> dict[str, list[float]]:
     return {s.name: study.levels_of(s) for s in study.setups}
 
 
-def main_train_size(study: Study) -> int | None:
-    """The training-set size the setup × level views show: the whole set if the study has it
-    (None), else its largest subset. Sweeps over sizes have their own report section."""
-    sizes = study.train_sizes
+def main_train_size(study: Study, setup: str | None = None) -> int | None:
+    """The training-set size the setup × level views show (of `setup`, which may have its own
+    sizes): the whole set if it has it (None), else its largest subset. Sweeps over sizes
+    have their own report section."""
+    own = next((s.train_sizes for s in study.setups if s.name == setup), None)
+    sizes = own or study.train_sizes
     return None if "all" in sizes else max(int(s) for s in sizes)
+
+
+def main_views(study: Study, setup: str, level: float, train_size: int | None) -> list[str]:
+    """The setups whose setup × level views show a run: its own setup at its main size, or,
+    for a clean baseline run, every setup with that level whose main size it has."""
+    levels = setup_levels(study)
+    targets = [s for s in levels if level in levels[s]] if setup == CLEAN else [setup]
+    return [t for t in targets if main_train_size(study, t) == train_size]
 
 
 def curves(store: Store) -> dict[tuple[str, float], dict[str, list[list[float]]]]:
@@ -74,20 +84,17 @@ def curves(store: Store) -> dict[tuple[str, float], dict[str, list[list[float]]]
     the main training-set size. The clean baseline appears at level 0 of every setup.
     """
     study = study_of(store)
-    levels = setup_levels(study)
-    main = main_train_size(study)
-    chosen = {r["run_id"] for r in store.runs() if r["config"].get("train_size") == main}
+    size = {r["run_id"]: r["config"].get("train_size") for r in store.runs()}
     by_run: dict[str, list[dict[str, Any]]] = defaultdict(list)
     run_info: dict[str, tuple[str, float]] = {}
     for row in store.epochs():
-        if row["status"] in ("done", "diverged") and row["run_id"] in chosen:
+        if row["status"] in ("done", "diverged"):
             by_run[row["run_id"]].append(row)
             run_info[row["run_id"]] = (row["setup"], row["level"])
     out: dict[tuple[str, float], dict[str, list[list[float]]]] = {}
     for run_id, rows in by_run.items():
         setup, level = run_info[run_id]
-        targets = [s for s in levels if level in levels[s]] if setup == CLEAN else [setup]
-        for target in targets:
+        for target in main_views(study, setup, level, size[run_id]):
             slot = out.setdefault((target, level), defaultdict(list))
             for metric in ("train_loss", "train_acc", "test_loss", "test_acc", "test_conf"):
                 slot[metric].append([r[metric] for r in rows])

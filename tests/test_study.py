@@ -140,3 +140,24 @@ def test_a_setup_may_train_on_its_own_sizes():
                 "setups": [{"name": "p", "noise": "labels.uniform", "train_sizes": [5, 5]}],
             }
         )
+
+
+def test_the_main_views_show_each_setup_at_its_own_largest_size():
+    from noisebench.summary import main_train_size, main_views
+
+    study = parse_study(
+        {
+            "name": "views",
+            "levels": [0.0, 1.0],
+            "train_sizes": ["all"],
+            "setups": [
+                {"name": "permuted", "noise": "labels.shuffle", "train_sizes": [300, 1000]},
+                {"name": "whole", "noise": "labels.shuffle", "levels": [0.0]},
+            ],
+        }
+    )
+    assert main_train_size(study, "permuted") == 1000 and main_train_size(study) is None
+    assert main_views(study, "permuted", 1.0, 1000) == ["permuted"]
+    assert main_views(study, "permuted", 1.0, 300) == []
+    assert main_views(study, "clean", 0.0, 1000) == ["permuted"]
+    assert main_views(study, "clean", 0.0, None) == ["whole"]

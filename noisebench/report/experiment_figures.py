@@ -8,6 +8,7 @@ keeps its viridis shade; a training-set size N gets a plasma shade (darker = sma
 from __future__ import annotations
 
 import math
+import textwrap
 
 import matplotlib
 
@@ -213,7 +214,9 @@ def zero_loss_bars(sr: StudyRuns, rows: list) -> Figure:
                     )
         _chance(ax, sr.data.chance)
         ax.set_xticks(x, [f"N = {row.n:,}" for row in mine], fontsize=8)
-        ax.set_title(sr.label(group), color=group_colour(sr, group), fontweight="bold")
+        # a narrow panel gets its title over two lines rather than across its neighbour
+        title = textwrap.fill(sr.label(group), width=max(14, 12 * len(mine)))
+        ax.set_title(title, color=group_colour(sr, group), fontweight="bold")
         ax.grid(axis="x", visible=False)
         ax.set_ylim(0, 110)
     axes[0][0].set_ylabel("accuracy (%)")

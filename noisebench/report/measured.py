@@ -16,8 +16,7 @@ import numpy as np
 
 from ..noise import NOISES
 from ..noise import level_text as noise_level_text
-from ..study import CLEAN
-from ..summary import Estimate, estimate, main_train_size
+from ..summary import Estimate, estimate, main_views
 from .data import ReportData, SetupInfo
 
 FINISHED = ("done", "diverged")
@@ -26,23 +25,16 @@ FINISHED = ("done", "diverged")
 class Measured:
     def __init__(self, data: ReportData) -> None:
         self.data = data
-        main = main_train_size(data.study)
-        chosen = {
-            r["run_id"]
-            for r in data.runs
-            if r["status"] in FINISHED and r["config"].get("train_size") == main
-        }
+        size = {r["run_id"]: r["config"].get("train_size") for r in data.runs}
+        finished = {r["run_id"] for r in data.runs if r["status"] in FINISHED}
         # (setup, level, name) -> run_id -> epoch -> value
         self._values: dict[tuple[str, float, str], dict[str, dict[int, float | None]]] = (
             defaultdict(lambda: defaultdict(dict))
         )
         for row in data.metrics:
-            if row["run_id"] not in chosen:
+            if row["run_id"] not in finished:
                 continue
-            if row["setup"] == CLEAN:
-                targets = [s.name for s in data.setups if row["level"] in s.levels]
-            else:
-                targets = [row["setup"]]
+            targets = main_views(data.study, row["setup"], row["level"], size[row["run_id"]])
             for target in targets:
                 key = (target, row["level"], row["name"])
                 self._values[key][row["run_id"]][row["epoch"]] = row["value"]
