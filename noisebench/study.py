@@ -113,6 +113,8 @@ class AnalysisSpec(Spec):
     train_eval: Annotated[int, Field(ge=0)] | Literal["all"] = 10000
     calibration_bins: Annotated[int, Field(gt=1)] = 15
     fgsm_eps: list[Annotated[float, Field(gt=0.0, le=1.0)]] = [0.02, 0.05, 0.1, 0.2]
+    # test images attacked (a fixed random subset; "all": the whole test set)
+    robustness_examples: Annotated[int, Field(gt=0)] | Literal["all"] = 2000
     label_issues: bool = True
 
 

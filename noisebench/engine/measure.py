@@ -120,6 +120,17 @@ def epoch_metrics(
 _FITS = ("noisy_fit", "true_fit", "clean_fit")
 
 
+def _attacked(sets: EvalSets, spec: AnalysisSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test images the robustness analysis perturbs: a fixed random subset, the same for
+    every run, or all of them."""
+    n = len(sets.test_y)
+    if spec.robustness_examples == "all" or spec.robustness_examples >= n:
+        return sets.test_x, sets.test_y
+    picked = torch.randperm(n, generator=seeding.generator(0, "robustness"))
+    picked = picked[: spec.robustness_examples].sort().values.to(sets.test_x.device)
+    return sets.test_x[picked], sets.test_y[picked]
+
+
 def _detached(model: StackedMLP) -> StackedMLP:
     """The model with every tensor detached (no copy): its views were made without grad, so
     autograd, which the attacks need for input gradients, must not see them as parameters."""
@@ -146,11 +157,13 @@ def final_metrics(
     out: list[dict[str, float]] = [{} for _ in seeds]
     eps = spec.fgsm_eps
     if eps:
-        fgsm = analysis.fgsm_accuracy(_detached(model), sets.test_x, sets.test_y, eps)
-        gens = [seeding.generator(s, "random-sign", sets.test_x.device) for s in seeds]
-        rand = analysis.random_sign_accuracy(model, sets.test_x, sets.test_y, eps, gens)
+        x, y = _attacked(sets, spec)
+        fgsm = analysis.fgsm_accuracy(_detached(model), x, y, [0.0, *eps])  # ε = 0: unperturbed
+        gens = [seeding.generator(s, "random-sign", x.device) for s in seeds]
+        rand = analysis.random_sign_accuracy(model, x, y, eps, gens)
         for r, row in enumerate(out):
-            row |= {f"fgsm@{e:g}": float(v) for e, v in zip(eps, fgsm[r], strict=True)}
+            row["attacked_acc"] = float(fgsm[r, 0])
+            row |= {f"fgsm@{e:g}": float(v) for e, v in zip(eps, fgsm[r, 1:], strict=True)}
             row |= {f"randsign@{e:g}": float(v) for e, v in zip(eps, rand[r], strict=True)}
     if not spec.label_issues:
         return out

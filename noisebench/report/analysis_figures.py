@@ -19,7 +19,13 @@ from matplotlib.figure import Figure  # noqa: E402
 from ..summary import Estimate  # noqa: E402
 from .data import ReportData, SetupInfo  # noqa: E402
 from .figures import MANY_SETUPS, _band, ci_line, dodge  # noqa: E402
-from .measured import Measured, counts_copies, level_short, x_share  # noqa: E402
+from .measured import (  # noqa: E402
+    Measured,
+    counts_copies,
+    level_short,
+    unperturbed,
+    x_share,
+)
 from .style import level_colour, setup_colour, setup_line  # noqa: E402
 
 FITS = {
@@ -164,7 +170,7 @@ def robustness(
     seen: dict[tuple[bool, float], str] = {}
     for ax, setup in zip(axes, setups, strict=True):
         for lv in shown[setup.name]:
-            clean = data.stats[(setup.name, lv)].final["test_acc"]
+            clean = unperturbed(data, m, setup.name, lv)
             colour = _level_colour(setup, lv)
             for kind, style in (("fgsm", "-"), ("randsign", "--")):
                 ests = [clean] + [m.final(setup.name, lv, f"{kind}@{e:g}") for e in eps]

@@ -10,7 +10,7 @@ import math
 
 from ..summary import Estimate, estimate
 from .data import ReportData, SetupInfo
-from .measured import Measured, counts_copies, level_text, middle
+from .measured import Measured, counts_copies, level_text, middle, unperturbed
 from .words import acc, has_ci
 
 
@@ -260,9 +260,10 @@ def robustness_sentences(data: ReportData, m: Measured, eps: float) -> list[str]
     b_rand = m.final(first.name, 0.0, f"randsign@{eps:g}")
     if not (_finite(b_fgsm) and _finite(b_rand)):
         return []
-    clean = data.stats[(first.name, 0.0)].final["test_acc"]
+    clean = unperturbed(data, m, first.name, 0.0)
     out = [
-        f"The clean baseline is right on {pct(clean)} of test images; FGSM at ε = {eps:g} "
+        f"The clean baseline is right on {pct(clean)} of the attacked test images; FGSM at "
+        f"ε = {eps:g} "
         f"leaves {pct(b_fgsm)}, while random ±ε signs of the same size leave {pct(b_rand)} "
         f"({versus(b_fgsm, b_rand)}), so it is the gradient's direction, not the size of the "
         "change, that breaks the model"

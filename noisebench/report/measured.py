@@ -116,3 +116,11 @@ def middle(levels: list[float]) -> float | None:
     return (
         min(levels, key=lambda lv: abs(lv - 0.5)) if max(levels) <= 1 else levels[len(levels) // 2]
     )
+
+
+def unperturbed(data: ReportData, m: Measured, setup: str, level: float) -> Estimate:
+    """Accuracy on the images the robustness analysis attacks, unperturbed (ε = 0), of the
+    model it attacked; studies stored before it was measured fall back to the test accuracy."""
+    if m.levels(setup, "attacked_acc") and level in m.levels(setup, "attacked_acc"):
+        return m.final(setup, level, "attacked_acc")
+    return data.stats[(setup, level)].final["test_acc"]
