@@ -114,6 +114,14 @@ def calibration_section(data: ReportData, folder: Path) -> Section | None:
 
 
 # --- robustness ----------------------------------------------------------------------------
+def _attacked_count(data: ReportData) -> str:
+    wanted = data.study.analysis.robustness_examples
+    test = int(data.meta.get("test_size") or 0)
+    if wanted == "all" or wanted >= test:
+        return "the whole test set"
+    return f"a fixed random {wanted:,} of the {test:,}"
+
+
 def eps_values(m: Measured) -> list[float]:
     eps = {float(n.split("@")[1]) for n in m.names if n.startswith("fgsm@")}
     return sorted(e for e in eps if f"randsign@{e:g}" in m.names)
@@ -138,8 +146,9 @@ def robustness_section(data: ReportData, folder: Path) -> Section | None:
         folder,
         "robustness",
         "Robustness: accuracy under FGSM and under random signs",
-        "Test accuracy when every pixel (in [0, 1]) moves by ε along the sign of the loss "
-        "gradient (FGSM, solid) or along random signs (dashed), for the clean baseline and two "
+        f"Accuracy on the attacked test images ({_attacked_count(data)}) when every pixel (in "
+        "[0, 1]) moves by ε along the sign of the loss gradient (FGSM, solid) or along random "
+        "signs (dashed), for the clean baseline and two "
         f"noise levels per setup; ε = 0 is the unperturbed accuracy. The dotted line marks ε = "
         f"{mid:g}, compared in the text. {CI}",
     )
