@@ -173,7 +173,7 @@ def _show(directory: Path) -> None:
     from .store import Store
     from .summary import final_table
 
-    with Store.open_existing(directory) as store:
+    with Store.open_existing(directory, readonly=True) as store:
         meta = store.meta()
         rows = final_table(store)
     title = f"{meta['study_name']} on {meta['dataset']}" + (

@@ -26,14 +26,14 @@ class Results:
 
     def meta(self) -> dict[str, Any]:
         """What was run: the study spec, the dataset actually used, device, versions."""
-        with Store(self.directory) as store:
+        with Store.open_existing(self.directory, readonly=True) as store:
             return store.meta()
 
     def to_frame(self) -> pd.DataFrame:
         """The tidy table: one row per run × epoch."""
         import pandas as pd
 
-        with Store(self.directory) as store:
+        with Store.open_existing(self.directory, readonly=True) as store:
             return pd.DataFrame(store.epochs())
 
     def metrics(self, name_like: str = "%") -> pd.DataFrame:
@@ -41,14 +41,14 @@ class Results:
         training, e.g. "fgsm@0.1"); `name_like` is a SQL LIKE pattern ("fit_%")."""
         import pandas as pd
 
-        with Store(self.directory) as store:
+        with Store.open_existing(self.directory, readonly=True) as store:
             return pd.DataFrame(store.metrics(name_like))
 
     def summary(self) -> pd.DataFrame:
         """Final-epoch test metrics per setup × level: mean and 95 % CI half-width over seeds."""
         import pandas as pd
 
-        with Store(self.directory) as store:
+        with Store.open_existing(self.directory, readonly=True) as store:
             rows = final_table(store)
         flat = []
         for row in rows:
@@ -102,5 +102,5 @@ class Results:
     def _report_data(self):
         from .report import load
 
-        with Store(self.directory) as store:
+        with Store.open_existing(self.directory, readonly=True) as store:
             return load(store, self.directory)

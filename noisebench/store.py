@@ -70,24 +70,30 @@ def _decode(blob: bytes) -> np.ndarray:
 
 
 class Store:
-    """Read and write one study's results.sqlite."""
+    """Read and write one study's results.sqlite (`readonly`: read it, never write)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, readonly: bool = False):
         self.path = Path(path)
         if self.path.is_dir() or self.path.suffix != ".sqlite":
             self.path = self.path / DB_NAME
-        self.db = sqlite3.connect(self.path)
+        if readonly:  # nothing written, so a study on read-only media can still be read
+            self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+        else:
+            self.db = sqlite3.connect(self.path)
         self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.executescript(SCHEMA)
+        if not readonly:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.executescript(SCHEMA)
+        tables = self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        self.tables = {row["name"] for row in tables}
 
     @classmethod
-    def open_existing(cls, directory: str | Path) -> "Store":
+    def open_existing(cls, directory: str | Path, readonly: bool = False) -> "Store":
         path = Path(directory)
         db = path if path.suffix == ".sqlite" else path / DB_NAME
         if not db.is_file():
             raise NoisebenchError(f"no results found: {db} does not exist")
-        return cls(db)
+        return cls(db, readonly)
 
     def close(self) -> None:
         self.db.close()
@@ -180,6 +186,8 @@ class Store:
         """Named metrics as a tidy table (setup, noise, level, seed, status, run_id, epoch,
         name, value); epoch 0 holds those measured after training. `name_like` is a SQL
         LIKE pattern ("fgsm%")."""
+        if "metrics" not in self.tables:  # a store written before named metrics existed
+            return []
         rows = self.db.execute(
             "SELECT r.setup, r.noise, r.level, r.seed, r.status, m.*"
             " FROM metrics m JOIN runs r USING (run_id) WHERE m.name LIKE ?"

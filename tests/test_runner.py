@@ -160,3 +160,35 @@ def test_the_store_is_plain_sqlite(finished):
     db = sqlite3.connect(finished / "results.sqlite")
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"meta", "runs", "epochs", "arrays"} <= tables
+
+
+def test_reading_results_writes_nothing(finished, tmp_path):
+    import hashlib
+    import shutil
+
+    from noisebench import Results
+
+    study = tmp_path / "copy"
+    shutil.copytree(finished, study)
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in study.iterdir()}
+    results = Results(study)
+    assert len(results.summary()) == 4 and not results.metrics().empty
+    results.plot("final_accuracy")
+    after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in study.iterdir()}
+    assert after == before  # no schema, no journal, no new file
+
+
+def test_a_store_from_before_named_metrics_still_reads(finished, tmp_path):
+    import shutil
+
+    from noisebench import Results
+
+    shutil.copytree(finished, tmp_path / "old")
+    db = sqlite3.connect(tmp_path / "old" / "results.sqlite")
+    db.execute("DROP TABLE metrics")
+    db.commit()
+    db.close()
+    results = Results(tmp_path / "old")
+    assert results.metrics().empty and len(results.summary()) == 4
+    results.report()  # the report leaves out what it has no numbers for
+    assert (tmp_path / "old" / "report.html").is_file()

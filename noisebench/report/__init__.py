@@ -31,7 +31,7 @@ NAMES = {"html": "report.html", "pdf": "report.pdf", "md": "report.md"}
 def write_report(directory: str | Path) -> dict[str, Path]:
     """Render the report of the study in `directory`; return the paths by format."""
     directory = Path(directory)
-    with Store.open_existing(directory) as store:
+    with Store.open_existing(directory, readonly=True) as store:
         data = load(store, directory)
     try:
         stage = Path(tempfile.mkdtemp(prefix=".report-", dir=directory))
