@@ -49,18 +49,24 @@ def make_noise(name: str, params: dict[str, Any] | None = None) -> Noise:
         raise StudyError(f"noise '{name}' parameter '{field}': {err['msg']}") from None
 
 
+def counts_copies(noise: str | None) -> bool:
+    """True for noises whose level is a count of noisy copies (labels.dilution), not a share."""
+    return noise in NOISES and NOISES[noise].max_level > 1
+
+
 def level_text(noise: str | None, level: float) -> str:
     """A level as people read it: a share for most noises, a count where levels go past 1.
 
     >>> level_text("labels.uniform", 0.3), level_text("labels.dilution", 2.0)
     ('30 %', '2 copies')
     """
-    if noise in NOISES and NOISES[noise].max_level > 1:
+    if counts_copies(noise):
         return f"{level:g} cop{'y' if level == 1 else 'ies'}"
     return f"{level * 100:.0f} %"
 
 
 __all__ = [
+    "counts_copies",
     "level_text",
     "NOISES",
     "LabelNoise",

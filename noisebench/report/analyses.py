@@ -199,7 +199,7 @@ def issues_section(data: ReportData, folder: Path) -> Section | None:
 def ranking_section(data: ReportData, folder: Path) -> Section | None:
     if len(data.setups) < 4:
         return None
-    shares = [s for s in data.setups if not counts_copies(s)]
+    shares = [s for s in data.setups if not counts_copies(s.noise)]
     common = set.intersection(*(set(data.levels(s.name)) for s in shares)) if shares else set()
     top = max(common - {0.0}, default=None)
     if top is None or (shares[0].name, 0.0) not in data.stats:
@@ -223,7 +223,7 @@ def ranking_section(data: ReportData, folder: Path) -> Section | None:
         + _ties(rows)
         + ".",
     ]
-    others = [s for s in data.setups if counts_copies(s) and data.levels(s.name)]
+    others = [s for s in data.setups if counts_copies(s.noise) and data.levels(s.name)]
     if others:
         parts = [
             f"{s.name} ({acc(data.stats[(s.name, data.levels(s.name)[-1])].final['test_acc'].mean)}"

@@ -175,7 +175,7 @@ def robustness(
             for kind, style in (("fgsm", "-"), ("randsign", "--")):
                 ests = [clean] + [m.final(setup.name, lv, f"{kind}@{e:g}") for e in eps]
                 _band(ax, [0, *eps], ests, 100, colour, "", 0.1, linestyle=style, marker=".")
-            copies = counts_copies(setup) and lv > 0
+            copies = counts_copies(setup.noise) and lv > 0
             seen[(copies, lv)] = level_short(setup, lv) if lv > 0 else "clean (X = 0)"
         ax.axvline(middle, color="0.6", linewidth=0.8, linestyle=":")
         ax.set_title(setup.name, color=setup_colour(setup), fontweight="bold", fontsize=9)

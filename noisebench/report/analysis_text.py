@@ -182,7 +182,7 @@ def others_sentence(
 
 
 def _levels(setup: SetupInfo, levels: list[float]) -> str:
-    if counts_copies(setup):
+    if counts_copies(setup.noise):
         return listing([level_text(setup, lv) for lv in levels])
     return "X = " + listing([f"{lv * 100:.0f}" for lv in levels]) + " %"
 
@@ -339,7 +339,7 @@ def issues_sentences(data: ReportData, m: Measured, setups: list[SetupInfo]) -> 
                 f"From {level_text(s, lo)} to {level_text(s, hi)}, {s.name} moves "
                 f"{' and '.join(parts)}."
             )
-    shares = [s for s in setups if not counts_copies(s)]
+    shares = [s for s in setups if not counts_copies(s.noise)]
     common = set.intersection(*(set(m.levels(s.name, ISSUES[2])) for s in shares)) - {0.0}
     if len(shares) > 1 and common:
         lv = middle(sorted(common))

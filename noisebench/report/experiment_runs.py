@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import StudyError
-from ..noise import make_noise
 from ..study import CLEAN
 from ..summary import Estimate, estimate
 from .data import ReportData
+from .measured import level_text as measured_level_text
 
 FINISHED = ("done", "diverged")
 EPOCH_COLUMNS = ("train_loss", "train_acc", "test_loss", "test_acc", "test_conf")
@@ -190,13 +189,7 @@ class StudyRuns:
 
 def level_text(data: ReportData, setup: str, level: float) -> str:
     info = next((s for s in data.setups if s.name == setup), None)
-    try:
-        copies = info is not None and make_noise(info.noise, info.params).max_level > 1
-    except StudyError:
-        copies = False
-    if copies:
-        return f"{level:g} noisy cop{'y' if level == 1 else 'ies'} per example"
-    return f"X = {level * 100:.0f} %"
+    return f"X = {level * 100:.0f} %" if info is None else measured_level_text(info, level)
 
 
 def curves(runs: list[Run], name: str, carry: bool = False) -> np.ndarray:

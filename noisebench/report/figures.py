@@ -293,7 +293,7 @@ def _entries(data: ReportData) -> list[tuple[str, str, str, Callable[[], Figure 
         if len(data.setups) > MANY_SETUPS
         else ci
     )
-    if any(counts_copies(s) for s in data.setups):
+    if any(counts_copies(s.noise) for s in data.setups):
         ci_all += (
             " Setups whose level counts noisy copies per example sit at their share of noisy "
             "examples, k / (k + 1)."

@@ -14,7 +14,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from ..noise import NOISES
+from ..noise import counts_copies
 from ..noise import level_text as noise_level_text
 from ..summary import Estimate, estimate, main_views
 from .data import ReportData, SetupInfo
@@ -77,28 +77,25 @@ class Measured:
 
 
 # --- levels --------------------------------------------------------------------------------
-def counts_copies(setup: SetupInfo) -> bool:
-    """True when the setup's level is a count (labels.dilution: noisy copies per example)."""
-    return setup.noise in NOISES and NOISES[setup.noise].max_level > 1
-
-
 def level_text(setup: SetupInfo, level: float) -> str:
     """'X = 30 %', or '2 noisy copies per example' where the level counts noisy copies."""
     text = noise_level_text(setup.noise, level)
     return (
-        text.replace("cop", "noisy cop") + " per example" if counts_copies(setup) else f"X = {text}"
+        text.replace("cop", "noisy cop") + " per example"
+        if counts_copies(setup.noise)
+        else f"X = {text}"
     )
 
 
 def level_short(setup: SetupInfo, level: float) -> str:
     text = noise_level_text(setup.noise, level)
-    return text if counts_copies(setup) else f"X = {text}"
+    return text if counts_copies(setup.noise) else f"X = {text}"
 
 
 def x_share(setup: SetupInfo, level: float) -> float:
     """Where a level sits on a shared 0–100 % axis: X, or for k noisy copies per example the
     share of noisy examples k / (k + 1)."""
-    return 100 * (level / (level + 1) if counts_copies(setup) else level)
+    return 100 * (level / (level + 1) if counts_copies(setup.noise) else level)
 
 
 def spread(levels: list[float], most: int = 3) -> list[float]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..noise import counts_copies
 from .data import ReportData, SetupInfo
 from .findings import (
     beats_baseline,
@@ -27,7 +28,6 @@ from .findings import (
 from .fits import POOR, PROBLEMS, accuracy_fits, slopes
 from .words import (
     acc,
-    counts_copies,
     final_series,
     finite,
     has_ci,

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import jinja2
 
+from ..noise import counts_copies
 from .data import ReportData
 from .figures import FigureFile
 from .sections import Section
-from .words import counts_copies
 
 
 @dataclass(frozen=True)

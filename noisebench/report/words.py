@@ -13,13 +13,6 @@ def x(level: float) -> str:
     return f"{level * 100:.0f} %"
 
 
-def counts_copies(noise: str | None) -> bool:
-    """True for noises whose level is a count of noisy copies (labels.dilution), not a share."""
-    from ..noise import NOISES
-
-    return noise in NOISES and NOISES[noise].max_level > 1
-
-
 def acc(value: float) -> str:
     return f"{value * 100:.1f} %"
 
