@@ -114,10 +114,11 @@ def calibration_section(data: ReportData, folder: Path) -> Section | None:
 
 
 # --- robustness ----------------------------------------------------------------------------
-def _attacked_count(data: ReportData) -> str:
+def _attacked_count(data: ReportData, m: Measured) -> str:
     wanted = data.study.analysis.robustness_examples
     test = int(data.meta.get("test_size") or 0)
-    if wanted == "all" or wanted >= test:
+    # stores from before robustness_examples (no attacked_acc) attacked the whole test set
+    if wanted == "all" or wanted >= test or "attacked_acc" not in m.names:
         return "the whole test set"
     return f"a fixed random {wanted:,} of the {test:,}"
 
@@ -146,7 +147,7 @@ def robustness_section(data: ReportData, folder: Path) -> Section | None:
         folder,
         "robustness",
         "Robustness: accuracy under FGSM and under random signs",
-        f"Accuracy on the attacked test images ({_attacked_count(data)}) when every pixel (in "
+        f"Accuracy on the attacked test images ({_attacked_count(data, m)}) when every pixel (in "
         "[0, 1]) moves by ε along the sign of the loss gradient (FGSM, solid) or along random "
         "signs (dashed), for the clean baseline and two "
         f"noise levels per setup; ε = 0 is the unperturbed accuracy. The dotted line marks ε = "
