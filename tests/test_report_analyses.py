@@ -233,3 +233,13 @@ def test_a_study_without_label_noise_has_no_label_sections(tmp_path):
     for key in ("calibration", "robustness"):
         assert f'<h2 id="{key}">' in page
     assert "one seed, so no CI" in section_html(out, "robustness")
+
+
+def test_calibration_words_follow_the_sign_and_say_when_one_seed_cannot_tell():
+    from noisebench.report.analysis_text import _confident
+    from noisebench.summary import estimate
+
+    assert _confident(estimate([0.13])) == "over-confident (one seed, so uncertain)"
+    assert _confident(estimate([-0.2])) == "under-confident (one seed, so uncertain)"
+    assert _confident(estimate([0.10, 0.12, 0.11])) == "over-confident"
+    assert _confident(estimate([-0.05, 0.06])) == "neither over- nor under-confident"

@@ -200,6 +200,8 @@ def _final_gap(data: ReportData, setup: str, lv: float) -> Estimate:
 
 
 def _confident(gap: Estimate) -> str:
+    if not has_ci(gap) and math.isfinite(gap.mean) and gap.mean != 0:  # one seed: no CI
+        return f"{'over' if gap.mean > 0 else 'under'}-confident (one seed, so uncertain)"
     return {1: "over-confident", -1: "under-confident", 0: "neither over- nor under-confident"}[
         sign_of(gap)
     ]
