@@ -175,11 +175,19 @@ def run(
         )
     if out_dir is None:
         _link_latest(target)
-    console.print(f"trained in {time.perf_counter() - began:.1f} s; results in {target}")
+    console.print(
+        f"trained in {time.perf_counter() - began:.1f} s; results in {target}",
+        highlight=False,
+        soft_wrap=True,
+    )
     _show(target)
     if report:
         paths = _write_report(target)
-        console.print(f"report: {paths['html']}  (also {paths['pdf'].name}, {paths['md'].name})")
+        console.print(
+            f"report: {paths['html']}  (also {paths['pdf'].name}, {paths['md'].name})",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _write_report(directory: Path) -> dict[str, Path]:
@@ -270,7 +278,7 @@ def datasets(
 
     if download is not None:
         path = fetch(download)
-        console.print(f"downloaded {download} to {path}")
+        console.print(f"downloaded {download} to {path}", highlight=False, soft_wrap=True)
     table = Table(title="datasets (--dataset NAME)")
     table.add_column("name")
     table.add_column("where")

@@ -20,8 +20,11 @@ def available_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def gib(nbytes: float) -> str:
-    return f"{nbytes / 2**30:,.1f} GiB"
+def size_text(nbytes: float) -> str:
+    """1.5 GiB, 300 MiB."""
+    if nbytes >= 2**30:
+        return f"{nbytes / 2**30:,.1f} GiB"
+    return f"{nbytes / 2**20:,.0f} MiB"
 
 
 def check_fits(needed: int, what: str, available: int | None = None, where: str = "memory") -> None:
@@ -29,5 +32,6 @@ def check_fits(needed: int, what: str, available: int | None = None, where: str 
     have = available_bytes() if available is None else available
     if needed > have:
         raise NoisebenchError(
-            f"{what} needs at least {gib(needed)} of {where}, but only {gib(have)} is available"
+            f"{what} needs at least {size_text(needed)} of {where}, but only "
+            f"{size_text(have)} is available"
         )

@@ -91,7 +91,7 @@ def args(*extra: str) -> Make:
 
 def sample(*extra: str) -> Make:
     """The tiny study on mnist-sample with these options."""
-    return lambda tmp_path, **kw: [*study()(tmp_path), "--dataset", "mnist-sample", *extra]
+    return lambda tmp_path, **_: [*study()(tmp_path), "--dataset", "mnist-sample", *extra]
 
 
 def replaced(old: str, new: str, *extra: str) -> Make:
@@ -131,7 +131,7 @@ def idx_dir(breaker: Callable[[Path], None], *extra: str) -> Make:
     return make
 
 
-def idx_study(text: str, breaker: Callable[[Path], None] = lambda d: None) -> Make:
+def idx_study(text: str, breaker: Callable[[Path], None] = lambda _: None) -> Make:
     """The tiny study, with extra TOML, on the (broken) synthetic IDX set."""
 
     def make(tmp_path: Path, tiny_idx_dir: Path, **_: object) -> list[str]:
@@ -184,7 +184,7 @@ def out_holds_other_files(out: Path, **kw: object) -> list[str]:
     return sample()(**kw, out=out)
 
 
-def long_out_name(tmp_path: Path, **kw: object) -> list[str]:
+def long_out_name(tmp_path: Path, **_: object) -> list[str]:
     return [*sample()(tmp_path=tmp_path), "--out", str(tmp_path / ("x" * 300))]
 
 
@@ -316,7 +316,7 @@ def checkpoint_disk_full(monkeypatch) -> None:
 
 
 def csv_disk_full(monkeypatch) -> None:
-    def export_csv(self, path, metrics=False):
+    def export_csv(_self, path, **_):
         raise enospc(str(path))
 
     monkeypatch.setattr(Store, "export_csv", export_csv)
@@ -343,7 +343,7 @@ def failing_first_pack(monkeypatch) -> None:
     from noisebench.backends import local
     from noisebench.errors import NoisebenchError
 
-    def train_pack(*a, **kw):
+    def train_pack(*_, **__):
         raise NoisebenchError("the engine refused the first pack")
 
     monkeypatch.setattr(local, "train_pack", train_pack)
@@ -361,7 +361,7 @@ def report_disk_full(out: Path, stores: dict[str, Path], monkeypatch, **_) -> li
 
     copy_store(stores["tiny"], out)
 
-    def savefig(self, fname, *a, **kw):
+    def savefig(_self, fname, *_, **__):
         raise enospc(str(fname))
 
     monkeypatch.setattr(Figure, "savefig", savefig)
@@ -699,9 +699,10 @@ def snapshot(directory: Path) -> dict[str, str] | None:
     }
 
 
+@pytest.mark.usefixtures("isolated_data_env")
 @pytest.mark.parametrize("case", list(BAD_INPUTS), ids=list(BAD_INPUTS))
 def test_bad_input_or_fault_gets_one_line_and_leaves_the_output_as_it_was_or_resumable(
-    case, tmp_path, tiny_idx_dir, isolated_data_env, local_server, monkeypatch, stores
+    case, tmp_path, tiny_idx_dir, local_server, monkeypatch, stores
 ):
     spec = BAD_INPUTS[case]
     (tmp_path / "f").write_text("a file, not a directory")
@@ -749,7 +750,7 @@ def test_bad_input_or_fault_gets_one_line_and_leaves_the_output_as_it_was_or_res
     [
         lambda b: b[: len(b) // 2],
         lambda b: np.random.default_rng(1).bytes(len(b)),
-        lambda b: b"",
+        lambda _: b"",
     ],
     ids=["truncated", "random bytes", "zero bytes"],
 )

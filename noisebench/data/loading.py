@@ -84,6 +84,8 @@ def load_dataset(
     that points to "folder". `image_size` (H, W) and `channels` (1 grey, 3 RGB) set the shape
     of every dataset: image folders are resized to it; the 28x28 grey IDX and sample data are
     returned unchanged at the defaults, else resized the same way (grey copied to 3 channels).
+    Every dataset is checked before it is returned: each class has a training image and the
+    test set is not empty; images that would not fit in memory are refused before decoding.
     """
     size = _image_options(image_size, channels)
     if name == FOLDER_NAME:

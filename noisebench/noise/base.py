@@ -38,7 +38,7 @@ class LabelNoiseResult:
 class LabelNoise(Noise):
     """Corrupts training labels once, before training."""
 
-    def size_factor(self, level: float) -> int:
+    def size_factor(self, level: float) -> int:  # noqa: ARG002 (the interface)
         """N'/N: how many times larger corrupt() makes the training set at `level`."""
         return 1
 

@@ -70,7 +70,11 @@ class LabelShuffle(LabelNoise):
     target: Literal["labels"] = "labels"
 
     def corrupt(
-        self, labels: torch.Tensor, num_classes: int, level: float, gen: torch.Generator
+        self,
+        labels: torch.Tensor,
+        num_classes: int,  # noqa: ARG002 (the interface)
+        level: float,
+        gen: torch.Generator,
     ) -> LabelNoiseResult:
         picked = _pick(labels, level, gen)
         perm = torch.randperm(picked.numel(), generator=gen).to(labels.device)
@@ -288,7 +292,11 @@ class LabelFeature(LabelNoise):
         self._train = (train_x, train_y, seed)
 
     def corrupt(
-        self, labels: torch.Tensor, num_classes: int, level: float, gen: torch.Generator
+        self,
+        labels: torch.Tensor,
+        num_classes: int,
+        level: float,
+        gen: torch.Generator,  # noqa: ARG002 (the interface)
     ) -> LabelNoiseResult:
         if self._train is None:
             raise RuntimeError("labels.feature needs prepare(train_x, train_y, seed) first")
