@@ -106,6 +106,8 @@ def check_writable(out: Path) -> None:
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
         raise NoisebenchError(f"output directory {out} is not writable")
+    if (out / DB_NAME).exists() and not os.access(out / DB_NAME, os.W_OK):
+        raise NoisebenchError(f"the results store {out / DB_NAME} is read-only")
     if out.is_dir() and not (out / DB_NAME).exists():
         others = sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME)
         if others:
@@ -209,8 +211,8 @@ def pack_bytes(runs: list[RunSpec], data: Dataset) -> int:
     params = sum((a + 1) * b for a, b in zip(widths, widths[1:], strict=False))
     copies = 3 + (run.train.optimizer == "adam")  # parameters, gradients, one or two states
     copies += run.early_stopping is not None or run.stop_at_train_acc is not None
-    activations = (run.train.batch_size * 3 + 1000 * 2) * sum(widths[1:])
     examples = train_set_size(run, data)
+    activations = (min(run.train.batch_size, examples) * 3 + 1000 * 2) * sum(widths[1:])
     fixed = any(
         getattr(make_noise(r.noise, dict(r.params)), "fixed", False) for r in runs if r.noise
     )

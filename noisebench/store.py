@@ -248,8 +248,10 @@ class Store:
             return None
         try:
             return _decode(row["data"])
-        except (ValueError, OSError, EOFError) as exc:
-            raise StoreError(f"{self.path}: array '{name}' of {owner} is damaged ({exc})") from None
+        except (ValueError, OSError, EOFError):
+            raise StoreError(
+                f"{self.path}: array '{name}' of {owner} is not a readable array"
+            ) from None
 
     def export_csv(self, path: str | Path, metrics: bool = False) -> Path:
         """Write the tidy per-run-per-epoch table (or with `metrics` the named metrics) as CSV."""

@@ -342,7 +342,9 @@ class Study(Spec):
 
 def _fail(exc: ValidationError, origin: str) -> StudyError:
     err = exc.errors()[0]
-    field = ".".join(str(p) for p in err["loc"]) or "study"
+    # field names and list positions; not the union members pydantic names ("constrained-int")
+    field = ".".join(str(p) for p in err["loc"] if str(p).isidentifier() or isinstance(p, int))
+    field = field or "study"
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown key"

@@ -394,6 +394,10 @@ def big_file(tmp_path: Path, **_: object) -> list[str]:
 BAD_INPUTS = {
     # --- the study: unknown keys and values, strict types, finite numbers, ranges ----------------
     "unknown preset": Case(args("--preset", "nope"), "unknown preset 'nope'"),
+    "unknown option": Case(args("--epoch", "3"), "No such option: --epoch"),
+    "option value not a number": Case(args("--epochs", "x"), "Invalid value for '--epochs'"),
+    "unknown command": Case(lambda **_: ["shw"], "No such command 'shw'. Did you mean 'show'?"),
+    "an extra argument": Case(lambda **_: ["show", "a", "b"], "unexpected extra argument"),
     "unknown top-level key": Case(study(head="colour = 'red'\n"), "'colour': unknown key"),
     "unknown train key": Case(train("warmup = 3"), "train.warmup"),
     "unknown setup key": Case(study("weight = 2\n"), "setups.0.weight"),
@@ -489,7 +493,9 @@ BAD_INPUTS = {
         study(head="early_stopping = { patience = 2 }\n"), "early_stopping needs a validation share"
     ),
     "validation share of one half": Case(study(head="validation = 0.5\n"), "validation"),
-    "unknown train size word": Case(study(head='train_sizes = ["most"]\n'), "train_sizes.0"),
+    "unknown train size word": Case(
+        study(head='train_sizes = ["most"]\n'), "field 'train_sizes.0': Input should be"
+    ),
     # --- the study file itself -------------------------------------------------------------------
     "invalid TOML": Case(study("levels = [0.1,\n"), "not valid TOML"),
     "TOML nested 100,000 deep": Case(nested(100_000), "nested too deeply"),
@@ -633,7 +639,7 @@ BAD_INPUTS = {
         "has setup 'ghost' not in the study",
     ),
     "report: a damaged array": Case(
-        damaged("report", sql("UPDATE arrays SET data = x'00ff'")), "is damaged"
+        damaged("report", sql("UPDATE arrays SET data = x'00ff'")), "is not a readable array"
     ),
     "run --out into a truncated store": Case(damaged("run", cut), "damaged SQLite file"),
     "run --out into random bytes": Case(damaged("run", random_bytes), "not an SQLite database"),
@@ -916,14 +922,20 @@ def test_a_real_full_disk_is_one_line_and_the_study_resumes_once_there_is_space(
     assert resumed == numbers(stores["fault"] / "results.sqlite")
 
 
-def test_show_works_on_read_only_media_and_writes_nothing(tmp_path, stores):
+def test_show_works_on_read_only_media_and_run_there_is_one_line(tmp_path, stores):
     out = copy_store(stores["tiny"], tmp_path / "out")
+    (tmp_path / "tiny.toml").write_text(STUDY)
     before = snapshot(out)
-    show = f"{sys.executable} -m noisebench show {out}"
-    script = f"mount --bind {out} {out} && mount -o remount,bind,ro {out} && {show}"
+    noisebench = f"{sys.executable} -m noisebench"
+    script = f"""
+        mount --bind {out} {out} && mount -o remount,bind,ro {out} || exit 99
+        {noisebench} show {out} || exit 98
+        {noisebench} run {tmp_path / "tiny.toml"} --out {out} --dataset mnist-sample
+    """
     done = namespace_shell(script)
-    assert done.returncode == 0, done.stderr
     assert "tiny on mnist-sample" in done.stdout and "label noise" in done.stdout
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"error: output directory {out} is not writable"]
     assert snapshot(out) == before
 
 

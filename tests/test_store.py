@@ -114,5 +114,5 @@ def test_a_damaged_array_is_one_line_when_it_is_read(finished, tmp_path):
     db.close()
     with Store.open_existing(out, readonly=True) as store:
         owner, name = store.db.execute("SELECT owner, name FROM arrays").fetchone()
-        with pytest.raises(StoreError, match=f"array '{name}' of {owner} is damaged"):
+        with pytest.raises(StoreError, match=f"array '{name}' of {owner} is not a readable array"):
             store.array(owner, name)
