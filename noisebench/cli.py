@@ -17,13 +17,14 @@ from typer.core import TyperGroup
 
 from .errors import NoisebenchError, StudyError, disk_full_is_one_line
 
+INTERRUPTED = "interrupted: finished runs are stored; rerun with --resume"
 # typer carries its own copy of click; its exception base is reached through one typer exports
 ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
 class OneLineErrors(TyperGroup):
     """Usage errors (an unknown option or command, a value that is not a number) as one line
-    on stderr and exit code 2, like every other bad input."""
+    on stderr and exit code 2, like every other bad input; Ctrl-C as one line and code 130."""
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         if not standalone_mode:
@@ -39,6 +40,8 @@ class OneLineErrors(TyperGroup):
             message = escape(" ".join(exc.format_message().split()))
             console.print(f"[bold red]error:[/] {message}{where}", highlight=False, soft_wrap=True)
             sys.exit(exc.exit_code)
+        if code == 130:  # Ctrl-C, in a command or while typer parses its arguments
+            console.print(INTERRUPTED, highlight=False, soft_wrap=True)
         sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -53,12 +56,8 @@ out_console = Console()
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-INTERRUPTED = "interrupted: finished runs are stored; rerun with --resume"
-
-
 def friendly(fn: F) -> F:
-    """Turn our errors into one line on stderr and exit code 2; Ctrl-C into a resume hint and
-    exit code 130."""
+    """Turn our errors into one line on stderr and exit code 2; Ctrl-C into exit code 130."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -69,8 +68,7 @@ def friendly(fn: F) -> F:
             console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            console.print(INTERRUPTED, highlight=False, soft_wrap=True)
-            raise typer.Exit(130) from None
+            raise typer.Exit(130) from None  # OneLineErrors says so
 
     return wrapper  # type: ignore[return-value]
 

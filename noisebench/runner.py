@@ -91,8 +91,6 @@ OUTPUTS = (DB_NAME, "results.csv", "metrics.csv", "checkpoints")  # what a run w
 def check_writable(out: Path) -> None:
     """Fail before any work when `out` cannot become a results directory: a name too long,
     a file, an unwritable place, or a directory holding other things than a noisebench study."""
-    if str(out) in ("", "."):
-        raise NoisebenchError("the output directory must be named (--out DIR)")
     too_long = [part for part in out.parts if len(os.fsencode(part)) > 255]
     if too_long:
         raise NoisebenchError(
@@ -118,7 +116,7 @@ def check_writable(out: Path) -> None:
             )
 
 
-class _Claim:
+class OutputClaim:
     """A results directory held by this run: locked, and put back as it was if the run fails
     before it has anything worth keeping (a finished run or a pack checkpoint)."""
 
@@ -132,7 +130,7 @@ class _Claim:
             probe = probe.parent
         self.lock = filelock.FileLock(out / LOCK_NAME, timeout=0)
 
-    def __enter__(self) -> "_Claim":
+    def __enter__(self) -> "OutputClaim":
         try:
             self.out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -312,7 +310,7 @@ def run_study(
     # With ray the packs train on the cluster's machines: this one may have no GPU.
     dev = pick_device(device, here=backend == "local")
     trainer = make_backend(backend, address)
-    with _Claim(out) as claim:
+    with OutputClaim(out) as claim:
         previous = None if claim.fresh else _stored_identity(out)
         choice = resolve_data(study, dataset, data_dir, warn)
         data = choice.dataset

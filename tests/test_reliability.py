@@ -31,7 +31,7 @@ from typer.testing import CliRunner
 from noisebench import data, memory, runner
 from noisebench.cli import app
 from noisebench.engine import pack
-from noisebench.runner import LOCK_NAME, _Claim, run_study
+from noisebench.runner import LOCK_NAME, OutputClaim, run_study
 from noisebench.store import Store
 from noisebench.study import load_study
 
@@ -350,7 +350,7 @@ def failing_first_pack(monkeypatch) -> None:
 
 
 def another_run_holds_out(out: Path, **kw) -> list[str]:
-    claim = _Claim(out)
+    claim = OutputClaim(out)
     claim.__enter__()  # released at the end of the test by the `claims` list
     kw["claims"].append(claim)
     return fault_study(**kw)
@@ -713,7 +713,7 @@ def test_bad_input_or_fault_gets_one_line_and_leaves_the_output_as_it_was_or_res
     spec = BAD_INPUTS[case]
     (tmp_path / "f").write_text("a file, not a directory")
     out = tmp_path / "out"
-    claims: list[_Claim] = []
+    claims: list[OutputClaim] = []
     argv = spec.make(
         tmp_path=tmp_path,
         tiny_idx_dir=tiny_idx_dir,
@@ -839,7 +839,7 @@ def test_a_second_run_into_a_busy_out_is_refused_and_ctrl_c_leaves_a_store_that_
     assert [row[3] for row in numbers(out / "results.sqlite")[::40]] == ["done", "done"]
 
 
-@pytest.mark.parametrize("delay", [0.3, 1.5, 3.0])
+@pytest.mark.parametrize("delay", [0.5, 1.5, 3.0])  # Python itself starts in about 0.1 s
 def test_ctrl_c_during_start_up_exits_130_in_one_line_and_writes_nothing(tmp_path, delay):
     study_path, out = tmp_path / "long.toml", tmp_path / "out"
     study_path.write_text(LONG_STUDY)
