@@ -4,6 +4,10 @@ Tables: `meta` (study spec, dataset actually used, device, versions), `runs` (on
 run with its status), `epochs` (the core metrics per run per epoch), `metrics` (any further
 named metric of a run: per epoch, or after training as epoch 0) and `arrays` (small numpy
 arrays: which labels were corrupted, example images). A finished run lands in one transaction.
+
+Readers use `Store.open_existing(directory, readonly=True)`: it first checks the file
+(`check_store`: one StoreError line naming the file and what is wrong), then opens it without
+ever writing (SQLite's mode=ro, or immutable=1 where that would need to write).
 """
 
 import contextlib
