@@ -8,9 +8,27 @@
 39
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .errors import NoisebenchError
-from .results import Results
-from .study import Study
+
+if TYPE_CHECKING:
+    from .results import Results
+    from .study import Study
 
 __version__ = "0.1.0"
 __all__ = ["NoisebenchError", "Results", "Study", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    """Study and Results are imported when first used, so `noisebench` (the command) starts
+    without importing torch and can answer Ctrl-C at once."""
+    if name == "Study":
+        from .study import Study
+
+        return Study
+    if name == "Results":
+        from .results import Results
+
+        return Results
+    raise AttributeError(f"module 'noisebench' has no attribute '{name}'")

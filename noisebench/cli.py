@@ -13,10 +13,40 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from typer.core import TyperGroup
 
-from .errors import NoisebenchError, StudyError
+from .errors import NoisebenchError, StudyError, disk_full_is_one_line
+
+INTERRUPTED = "interrupted: finished runs are stored; rerun with --resume"
+# typer carries its own copy of click; its exception base is reached through one typer exports
+ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+class OneLineErrors(TyperGroup):
+    """Usage errors (an unknown option or command, a value that is not a number) as one line
+    on stderr and exit code 2, like every other bad input; Ctrl-C as one line and code 130."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except ClickException as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                exc.show()  # the help text, as click prints it
+                sys.exit(exc.exit_code)
+            ctx = getattr(exc, "ctx", None)
+            where = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+            message = escape(" ".join(exc.format_message().split()))
+            console.print(f"[bold red]error:[/] {message}{where}", highlight=False, soft_wrap=True)
+            sys.exit(exc.exit_code)
+        if code == 130:  # Ctrl-C, in a command or while typer parses its arguments
+            console.print(INTERRUPTED, highlight=False, soft_wrap=True)
+        sys.exit(code if isinstance(code, int) else 0)
+
 
 app = typer.Typer(
+    cls=OneLineErrors,
     add_completion=False,
     no_args_is_help=True,
     help="Measure how label and pixel noise change what a neural network learns.",
@@ -27,21 +57,34 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def friendly(fn: F) -> F:
-    """Turn our errors into one line on stderr and exit code 2; Ctrl-C into a resume hint."""
+    """Turn our errors into one line on stderr and exit code 2; Ctrl-C into exit code 130."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except NoisebenchError as exc:
-            message = escape(str(exc))  # "[ray]" in a message is text, not rich markup
+            message = escape(" ".join(str(exc).split()))  # "[ray]" is text, not rich markup
             console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            console.print("interrupted: finished runs are stored; rerun with --resume")
-            raise typer.Exit(130) from None
+            raise typer.Exit(130) from None  # OneLineErrors says so
 
     return wrapper  # type: ignore[return-value]
+
+
+def _warn(message: str) -> None:
+    one_line = escape(" ".join(message.split()))
+    console.print(f"[bold yellow]WARNING:[/] {one_line}", highlight=False, soft_wrap=True)
+
+
+def _path(text: str | None, option: str) -> Path | None:
+    """`text` as a path; an empty one is an error (Path("") would mean the current directory)."""
+    if text is None:
+        return None
+    if not text.strip():
+        raise NoisebenchError(f"{option} is empty: name a directory")
+    return Path(text)
 
 
 def _parse_seeds(text: str) -> list[int]:
@@ -84,6 +127,7 @@ class _LazyProgress:
                 TextColumn("ETA"),
                 TimeRemainingColumn(),
                 console=console,
+                transient=True,  # gone when training ends: what follows is the outcome
             )
             self.bar.start()
             self.task = self.bar.add_task(text, total=total)
@@ -112,9 +156,9 @@ def _link_latest(out: Path) -> None:
 def run(
     study_file: Annotated[Path | None, typer.Argument(help="Study TOML file.")] = None,
     preset: Annotated[str | None, typer.Option(help="A shipped study (see `presets`).")] = None,
-    out: Annotated[Path | None, typer.Option(help="Results directory.")] = None,
+    out: Annotated[str | None, typer.Option(help="Results directory.")] = None,
     dataset: Annotated[str | None, typer.Option(help="Dataset name; never falls back.")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="IDX files, or an image folder.")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="IDX files, or an image folder.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Override the study's epochs.")] = None,
     seeds: Annotated[str | None, typer.Option(help="Override seeds, e.g. 0,1,2.")] = None,
     device: Annotated[
@@ -132,13 +176,14 @@ def run(
     """Train every run of a study, store the metrics, and print the summary table."""
     from .runner import run_study
 
+    out_dir, data_path = _path(out, "--out"), _path(data_dir, "--data-dir")
     study = _load(study_file, preset, epochs, seeds)
-    if out is None and resume:
+    if out_dir is None and resume:
         latest = Path("runs") / "latest"
         if not latest.exists():
             raise NoisebenchError("--resume needs --out DIR (there is no runs/latest)")
-        out = latest.resolve()
-    target = out if out is not None else _default_out(study.name)
+        out_dir = latest.resolve()
+    target = out_dir if out_dir is not None else _default_out(study.name)
 
     began = time.perf_counter()
     with _LazyProgress() as progress:
@@ -146,26 +191,36 @@ def run(
             study,
             target,
             dataset=dataset,
-            data_dir=data_dir,
+            data_dir=data_path,
             device=device,
-            warn=lambda msg: console.print(f"[bold yellow]WARNING:[/] {msg}", highlight=False),
+            warn=_warn,
             progress=progress,
             backend=backend,
             address=ray_address,
         )
-    if out is None:
+    if out_dir is None:
         _link_latest(target)
-    console.print(f"trained in {time.perf_counter() - began:.1f} s; results in {target}")
+    console.print(
+        f"trained in {time.perf_counter() - began:.1f} s; results in {target}",
+        highlight=False,
+        soft_wrap=True,
+    )
     _show(target)
     if report:
-        _report(target)
+        paths = _write_report(target)
+        console.print(
+            f"report: {paths['html']}  (also {paths['pdf'].name}, {paths['md'].name})",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
-def _report(directory: Path) -> None:
+def _write_report(directory: Path) -> dict[str, Path]:
     from .report import write_report
 
-    paths = write_report(directory)
-    console.print(f"report: {paths['html']}  (also {paths['pdf'].name}, {paths['md'].name})")
+    then = f"the results are intact: free space and run `noisebench report {directory}`"
+    with disk_full_is_one_line(directory, then):
+        return write_report(directory)
 
 
 def _show(directory: Path) -> None:
@@ -176,6 +231,7 @@ def _show(directory: Path) -> None:
     with Store.open_existing(directory, readonly=True) as store:
         meta = store.meta()
         rows = final_table(store)
+        diverged = [r for r in store.runs() if r["status"] == "diverged"]
     title = f"{meta['study_name']} on {meta['dataset']}" + (
         " (FALLBACK SAMPLE)" if meta.get("dataset_fallback") else ""
     )
@@ -191,6 +247,18 @@ def _show(directory: Path) -> None:
             str(row["seeds"]),
         )
     out_console.print(table)
+    if diverged:
+        listed = ", ".join(
+            f"{r['setup']} {level_text(r['noise'], r['level'])} seed {r['seed']}"
+            for r in diverged[:5]
+        )
+        more = f" and {len(diverged) - 5} more" if len(diverged) > 5 else ""
+        out_console.print(
+            f"{len(diverged)} run(s) DIVERGED (training loss not finite or above 100 × ln K; "
+            f"their numbers are in the table): {listed}{more}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @app.command()
@@ -204,9 +272,7 @@ def show(directory: Annotated[Path, typer.Argument(help="A study's results direc
 @friendly
 def report(directory: Annotated[Path, typer.Argument(help="A study's results directory.")]) -> None:
     """Write report.html, report.pdf, report.md and figures/ from DIR/results.sqlite alone."""
-    from .report import write_report
-
-    paths = write_report(directory)
+    paths = _write_report(directory)
     for key in ("html", "pdf", "md"):
         out_console.print(str(paths[key]), highlight=False, soft_wrap=True)
 
@@ -237,7 +303,7 @@ def datasets(
 
     if download is not None:
         path = fetch(download)
-        console.print(f"downloaded {download} to {path}")
+        console.print(f"downloaded {download} to {path}", highlight=False, soft_wrap=True)
     table = Table(title="datasets (--dataset NAME)")
     table.add_column("name")
     table.add_column("where")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import NoisebenchError
+from .errors import NoisebenchError, disk_full_is_one_line
 from .store import Store
 from .summary import final_table
 
@@ -19,7 +19,8 @@ class Results:
 
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
-        Store.open_existing(self.directory).close()  # fail early, one line, when absent
+        # fail early, one line, when the store is absent, damaged or foreign
+        Store.open_existing(self.directory, readonly=True).close()
 
     def __repr__(self) -> str:
         return f"Results({str(self.directory)!r})"
@@ -91,7 +92,9 @@ class Results:
 
         from .report import write_report
 
-        paths = write_report(self.directory)
+        then = "the results are intact: free space and call report() again"
+        with disk_full_is_one_line(self.directory, then):
+            paths = write_report(self.directory)
         if directory is None or Path(directory).resolve() == self.directory.resolve():
             return paths
         target = Path(directory)

@@ -1,24 +1,30 @@
 """Run a study: resolve data, plan runs, train packs, store every finished run."""
 
+import contextlib
 import hashlib
 import os
 import platform
+import shutil
 import sys
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import filelock
 import numpy as np
 import torch
 
 from . import __version__, seeding
 from .backends import Backend, PackJob, make_backend
 from .data import FOLDER_NAME, Dataset, is_image_folder, load_dataset
-from .engine.trainset import check_sizes, train_set_size
-from .errors import DataUnavailable, NoisebenchError
-from .noise import PixelNoise, make_noise
-from .store import DB_NAME, Store
+from .engine.pack import CheckpointWarning
+from .engine.trainset import check_sizes, split_validation, train_set_size
+from .errors import DataError, DataUnavailable, NoisebenchError, StudyError, disk_full_is_one_line
+from .memory import check_fits
+from .noise import LabelNoise, PixelNoise, make_noise
+from .store import DB_NAME, STORE_VERSION, EmptyStore, Store
 from .study import RunSpec, Study, packs, plan
 
 FALLBACK = "mnist-sample"
@@ -51,16 +57,21 @@ def pick_device(name: str | None, here: bool = True) -> torch.device:
 def resolve_data(
     study: Study, dataset: str | None, data_dir: Path | None, warn: Warn
 ) -> DataChoice:
-    """The dataset to train on; only the default (nothing named) may fall back to the sample.
+    """The dataset to train on; only the default (nothing named, no data directory given) may
+    fall back to the sample.
 
-    A `data_dir` holding an image folder needs no dataset name.
+    A `data_dir` holding an image folder needs no dataset name; one that does not exist is an
+    error.
     """
     shape = {"image_size": study.data.image_size, "channels": study.data.channels}
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise DataError(f"data directory {data_dir} does not exist (or is not a directory)")
     explicit = dataset or study.dataset
     if not explicit and data_dir is not None and is_image_folder(data_dir):
         explicit = FOLDER_NAME
-    if explicit:
-        return DataChoice(load_dataset(explicit, data_dir, **shape), explicit, False)
+    if explicit or data_dir is not None:
+        name = explicit or DEFAULT_DATASET
+        return DataChoice(load_dataset(name, data_dir, **shape), name, False)
     try:
         dataset_ = load_dataset(DEFAULT_DATASET, data_dir, **shape)
         return DataChoice(dataset_, DEFAULT_DATASET, False)
@@ -73,8 +84,19 @@ def resolve_data(
         return DataChoice(load_dataset(FALLBACK, **shape), DEFAULT_DATASET, True)
 
 
+LOCK_NAME = ".noisebench.lock"  # held in the results directory while a run writes there
+OUTPUTS = (DB_NAME, "results.csv", "metrics.csv", "checkpoints")  # what a run writes
+
+
 def check_writable(out: Path) -> None:
-    """Fail before any work when `out` cannot become a results directory."""
+    """Fail before any work when `out` cannot become a results directory: a name too long,
+    a file, an unwritable place, or a directory holding other things than a noisebench study."""
+    too_long = [part for part in out.parts if len(os.fsencode(part)) > 255]
+    if too_long:
+        raise NoisebenchError(
+            f"output directory name '{too_long[0][:40]}...' is {len(os.fsencode(too_long[0]))}"
+            " bytes long; file systems allow at most 255"
+        )
     if out.exists() and not out.is_dir():
         raise NoisebenchError(f"output path {out} exists and is not a directory")
     probe = out
@@ -82,6 +104,134 @@ def check_writable(out: Path) -> None:
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
         raise NoisebenchError(f"output directory {out} is not writable")
+    if (out / DB_NAME).exists() and not os.access(out / DB_NAME, os.W_OK):
+        raise NoisebenchError(f"the results store {out / DB_NAME} is read-only")
+    if out.is_dir() and not (out / DB_NAME).exists():
+        others = sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME)
+        if others:
+            raise NoisebenchError(
+                f"output directory {out} is not empty and holds no noisebench study "
+                f"(it has {others[0]}{', ...' if len(others) > 1 else ''}); choose a new or "
+                "empty directory"
+            )
+
+
+class OutputClaim:
+    """A results directory held by this run: locked, and put back as it was if the run fails
+    before it has anything worth keeping (a finished run or a pack checkpoint)."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.fresh = not (out / DB_NAME).exists()
+        self.created: list[Path] = []  # directories this run made, outermost last
+        probe = out
+        while not probe.exists():
+            self.created.append(probe)
+            probe = probe.parent
+        self.lock = filelock.FileLock(out / LOCK_NAME, timeout=0)
+
+    def __enter__(self) -> "OutputClaim":
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise NoisebenchError(
+                f"cannot create output directory {self.out}: {exc.strerror}"
+            ) from None
+        try:
+            self.lock.acquire()
+        except filelock.Timeout:
+            raise NoisebenchError(
+                f"another noisebench run is writing into {self.out}; wait for it to finish or "
+                "choose another --out"
+            ) from None
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        restore = kind is not None and self.fresh and not self._worth_keeping()
+        try:
+            if restore:
+                for name in OUTPUTS:
+                    path = self.out / name
+                    if path.is_dir():
+                        shutil.rmtree(path, ignore_errors=True)
+                    for suffix in ("", "-wal", "-shm", "-journal"):
+                        Path(f"{path}{suffix}").unlink(missing_ok=True)
+        finally:
+            # Unlinked while still held: a run waiting on the old file sees it gone (filelock
+            # checks) and locks a new one, so the directory keeps no trace of the lock.
+            (self.out / LOCK_NAME).unlink(missing_ok=True)
+            self.lock.release()
+            if restore:
+                self._remove_created()
+
+    def _worth_keeping(self) -> bool:
+        if any((self.out / "checkpoints").glob("*.pt")):
+            return True
+        if not (self.out / DB_NAME).exists():
+            return False
+        try:
+            with Store(self.out, readonly=True) as store:
+                return bool(store.finished_ids())
+        except Exception:  # a store that cannot be read holds nothing worth keeping
+            return False
+
+    def _remove_created(self) -> None:
+        for directory in self.created:
+            with contextlib.suppress(OSError):
+                directory.rmdir()  # only if empty
+
+
+def check_noises(study: Study, data: Dataset) -> None:
+    """Fail before any work when a label noise's parameters do not fit the dataset's classes."""
+    for setup in study.setups:
+        noise = make_noise(setup.noise, setup.params)
+        if isinstance(noise, LabelNoise):
+            try:
+                noise.check_classes(data.num_classes)
+            except StudyError as exc:
+                raise StudyError(f"setup '{setup.name}': {exc}") from None
+
+
+def check_validation(study: Study, data: Dataset) -> None:
+    if study.validation > 0 and len(split_validation(data, study.validation)[1]) == 0:
+        raise StudyError(
+            f"validation = {study.validation:g} holds out no example of the "
+            f"{len(data.train_y):,}-example training set; raise it or use more data"
+        )
+
+
+def pack_bytes(runs: list[RunSpec], data: Dataset) -> int:
+    """A lower bound of the memory one pack needs while it trains: each run's parameters,
+    gradients, optimizer state and kept best parameters, its activations on a batch and on
+    an evaluation chunk, its labels, and its pre-noised training set with `fixed` noise."""
+    run = runs[0]
+    widths = [data.num_features, *run.model.hidden, data.num_classes]
+    params = sum((a + 1) * b for a, b in zip(widths, widths[1:], strict=False))
+    copies = 3 + (run.train.optimizer == "adam")  # parameters, gradients, one or two states
+    copies += run.early_stopping is not None or run.stop_at_train_acc is not None
+    examples = train_set_size(run, data)
+    activations = (min(run.train.batch_size, examples) * 3 + 1000 * 2) * sum(widths[1:])
+    fixed = any(
+        getattr(make_noise(r.noise, dict(r.params)), "fixed", False) for r in runs if r.noise
+    )
+    per_run = 4 * (params * copies + activations) + 3 * 8 * examples
+    per_run += examples * data.num_features if fixed else 0
+    return len(runs) * per_run
+
+
+def check_memory(runs: list[RunSpec], study: Study, data: Dataset, dev: torch.device) -> None:
+    """Refuse a study whose largest pack would not fit in this machine's (or GPU's) memory."""
+    groups = packs(runs, study.max_pack)
+    if not groups:
+        return
+    biggest = max(groups, key=lambda group: pack_bytes(group, data))
+    widths = "-".join(str(w) for w in [data.num_features, *study.model.hidden, data.num_classes])
+    what = f"a pack of {len(biggest)} runs of a {widths} MLP"
+    if dev.type == "cuda":
+        free = torch.cuda.mem_get_info(dev)[0]
+        check_fits(pack_bytes(biggest, data), what, free, "GPU memory")
+    else:
+        check_fits(pack_bytes(biggest, data), what)
 
 
 def study_identity(study: Study, dataset_name: str, fingerprint: str) -> str:
@@ -160,47 +310,96 @@ def run_study(
     # With ray the packs train on the cluster's machines: this one may have no GPU.
     dev = pick_device(device, here=backend == "local")
     trainer = make_backend(backend, address)
-    choice = resolve_data(study, dataset, data_dir, warn)
-    data = choice.dataset
-    fingerprint = data.fingerprint()
-    identity = study_identity(study, data.name, fingerprint)
-    if (out / DB_NAME).exists():
-        with Store(out) as existing:
-            previous = existing.meta().get("identity")
+    with OutputClaim(out) as claim:
+        previous = None if claim.fresh else _stored_identity(out)
+        choice = resolve_data(study, dataset, data_dir, warn)
+        data = choice.dataset
+        fingerprint = data.fingerprint()
+        identity = study_identity(study, data.name, fingerprint)
         if previous is not None and previous != identity:
             raise NoisebenchError(
                 f"{out} holds results of a different study or dataset; choose another --out"
             )
+        runs = plan(study)
+        check_sizes(runs, data)
+        check_noises(study, data)
+        check_validation(study, data)
+        if backend == "local":
+            check_memory(runs, study, data, dev)
+        meta = _study_meta(study, choice, identity, fingerprint)
+        disk_full = f"finished runs are stored: free space and rerun with --out {out} --resume"
+        with disk_full_is_one_line(out, disk_full), _checkpoint_warnings_to(warn):
+            _write_study(study, runs, data, meta, out, dev, progress, trainer)
+    return out
 
-    runs = plan(study)
-    check_sizes(runs, data)
+
+def _study_meta(study: Study, choice: DataChoice, identity: str, fingerprint: str) -> dict:
+    """What the store records once about the study and its data."""
+    data = choice.dataset
+    return {
+        "store_version": STORE_VERSION,
+        "identity": identity,
+        "study": study.model_dump(mode="json"),
+        "study_name": study.name,
+        "dataset": data.name,
+        "dataset_requested": choice.requested,
+        "dataset_source": data.source,
+        "dataset_fallback": choice.fallback,
+        "train_size": len(data.train_y),
+        "test_size": len(data.test_y),
+        "test_fingerprint": fingerprint,
+        "class_names": list(data.class_names),
+        "image_shape": list(data.image_shape),
+        "channels": data.channels,
+    }
+
+
+def _stored_identity(out: Path) -> str | None:
+    """The identity of the study stored in `out` (None for a store that never began); a
+    damaged or foreign store is a StoreError line."""
     try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise NoisebenchError(f"cannot create output directory {out}: {exc.strerror}") from None
+        with Store.open_existing(out, readonly=True) as existing:
+            return existing.meta().get("identity")
+    except EmptyStore:
+        return None
+
+
+@contextlib.contextmanager
+def _checkpoint_warnings_to(warn: Warn) -> Iterator[None]:
+    """Pass the engine's CheckpointWarnings (a damaged checkpoint) to `warn`, one line each."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", CheckpointWarning)
+        shown = warnings.showwarning
+
+        def show(message, category, *args, **kwargs) -> None:  # noqa: ANN001
+            if issubclass(category, CheckpointWarning):
+                warn(str(message))
+            else:
+                shown(message, category, *args, **kwargs)
+
+        warnings.showwarning = show
+        yield
+
+
+def _write_study(
+    study: Study,
+    runs: list[RunSpec],
+    data: Dataset,
+    meta: dict,
+    out: Path,
+    dev: torch.device,
+    progress: Callable[[int, int, str], None] | None,
+    trainer: Backend,
+) -> None:
+    """Store the study (once), then train every unfinished run and export the CSV tables."""
     with Store(out) as store:
         if "identity" not in store.meta():
-            store.set_meta(
-                identity=identity,
-                study=study.model_dump(mode="json"),
-                study_name=study.name,
-                dataset=data.name,
-                dataset_requested=choice.requested,
-                dataset_source=data.source,
-                dataset_fallback=choice.fallback,
-                train_size=len(data.train_y),
-                test_size=len(data.test_y),
-                test_fingerprint=fingerprint,
-                class_names=list(data.class_names),
-                image_shape=list(data.image_shape),
-                channels=data.channels,
-                created_at=time.time(),
-            )
             noises = fitted_pixel_noises(study, data)
-            for name, images in noise_examples(study, data, noises).items():
-                store.put_array("study", f"examples/{name}", images)
+            examples = noise_examples(study, data, noises)
             shares = {name: changed_share(noise, data) for name, noise in noises.items()}
-            store.set_meta(changed_share=shares)
+            store.set_meta(**meta, changed_share=shares, created_at=time.time())
+            for name, images in examples.items():
+                store.put_array("study", f"examples/{name}", images)
         store.add_pending((r.run_id, r.setup, r.noise, r.level, r.seed, r.config) for r in runs)
         store.set_meta(
             device=str(dev),
@@ -213,20 +412,9 @@ def run_study(
         )
         finished = store.finished_ids()
         todo = [r for r in runs if r.run_id not in finished]
-        _train_all(
-            todo,
-            len(runs),
-            study,
-            data,
-            dev,
-            out,
-            store,
-            progress,
-            trainer,
-        )
+        _train_all(todo, len(runs), study, data, dev, out, store, progress, trainer)
         store.export_csv(out / "results.csv")
         store.export_csv(out / "metrics.csv", metrics=True)
-    return out
 
 
 def _pack_jobs(todo: list[RunSpec], study: Study, ckpt_dir: Path) -> list[PackJob]:

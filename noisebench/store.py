@@ -4,19 +4,26 @@ Tables: `meta` (study spec, dataset actually used, device, versions), `runs` (on
 run with its status), `epochs` (the core metrics per run per epoch), `metrics` (any further
 named metric of a run: per epoch, or after training as epoch 0) and `arrays` (small numpy
 arrays: which labels were corrupted, example images). A finished run lands in one transaction.
+
+Readers use `Store.open_existing(directory, readonly=True)`: it first checks the file
+(`check_store`: one StoreError line naming the file and what is wrong), then opens it without
+ever writing (SQLite's mode=ro, or immutable=1 where that would need to write).
 """
 
+import contextlib
 import io
 import json
 import sqlite3
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import NoisebenchError
+from .errors import StoreError, StudyError
+from .study import CLEAN, MAX_LEVEL, Study, parse_study
 
 DB_NAME = "results.sqlite"
 EPOCH_COLUMNS = ("train_loss", "train_acc", "test_loss", "test_acc", "test_conf", "wall_s")
@@ -69,17 +76,44 @@ def _decode(blob: bytes) -> np.ndarray:
     return np.load(io.BytesIO(blob), allow_pickle=False)
 
 
+def _db_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path if path.suffix == ".sqlite" and not path.is_dir() else path / DB_NAME
+
+
+def _in_wal_mode(path: Path) -> bool:
+    """Whether the file's header says it is in WAL mode (read and write versions 2)."""
+    with path.open("rb") as fh:
+        header = fh.read(20)
+    return len(header) == 20 and header[18] == 2
+
+
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    """A connection that never writes, so reading needs neither write access nor leaves files.
+
+    A store in rollback-journal mode (how writers leave it) opens with mode=ro. A store in WAL
+    mode whose writer is gone (no -wal file) opens immutable. With a -wal file (a writer is
+    running, or was killed) mode=ro reads the WAL too; where even that needs to write (on
+    read-only media) the store opens immutable, without the WAL's last transactions.
+    """
+    uri = path.resolve().as_uri()
+    if _in_wal_mode(path) and not Path(f"{path}-wal").exists():
+        return sqlite3.connect(f"{uri}?immutable=1", uri=True)
+    try:
+        db = sqlite3.connect(f"{uri}?mode=ro", uri=True)
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return db
+    except sqlite3.OperationalError:
+        return sqlite3.connect(f"{uri}?immutable=1", uri=True)
+
+
 class Store:
     """Read and write one study's results.sqlite (`readonly`: read it, never write)."""
 
     def __init__(self, path: str | Path, readonly: bool = False):
-        self.path = Path(path)
-        if self.path.is_dir() or self.path.suffix != ".sqlite":
-            self.path = self.path / DB_NAME
-        if readonly:  # nothing written, so a study on read-only media can still be read
-            self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
-        else:
-            self.db = sqlite3.connect(self.path)
+        self.path = _db_path(path)
+        self.readonly = readonly
+        self.db = _connect_readonly(self.path) if readonly else sqlite3.connect(self.path)
         self.db.row_factory = sqlite3.Row
         if not readonly:
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -89,13 +123,20 @@ class Store:
 
     @classmethod
     def open_existing(cls, directory: str | Path, readonly: bool = False) -> "Store":
-        path = Path(directory)
-        db = path if path.suffix == ".sqlite" else path / DB_NAME
-        if not db.is_file():
-            raise NoisebenchError(f"no results found: {db} does not exist")
+        """The store in `directory` (or the .sqlite file itself), checked by `check_store`:
+        a missing, damaged or foreign store is one StoreError line naming the file."""
+        db = _db_path(directory)
+        if not db.exists():
+            raise StoreError(f"no results found: {db} does not exist")
+        check_store(db)
         return cls(db, readonly)
 
     def close(self) -> None:
+        """Close; a writer first leaves the file in rollback-journal mode (no -wal, -shm), so
+        readers open it read-only without creating anything."""
+        if not self.readonly:
+            with contextlib.suppress(sqlite3.Error):  # a reader still open: stay in WAL mode
+                self.db.execute("PRAGMA journal_mode=DELETE")
         self.db.close()
 
     def __enter__(self) -> "Store":
@@ -207,7 +248,14 @@ class Store:
         row = self.db.execute(
             "SELECT data FROM arrays WHERE owner = ? AND name = ?", (owner, name)
         ).fetchone()
-        return None if row is None else _decode(row["data"])
+        if row is None:
+            return None
+        try:
+            return _decode(row["data"])
+        except (ValueError, OSError, EOFError):
+            raise StoreError(
+                f"{self.path}: array '{name}' of {owner} is not a readable array"
+            ) from None
 
     def export_csv(self, path: str | Path, metrics: bool = False) -> Path:
         """Write the tidy per-run-per-epoch table (or with `metrics` the named metrics) as CSV."""
@@ -224,3 +272,184 @@ class Store:
             writer.writerows(rows)
         tmp.replace(path)
         return path
+
+
+# --- checking a store before anyone reads it ---------------------------------------------------
+
+STORE_VERSION = 1  # meta "store_version"; stores written before it existed are version 1
+RUN_STATUSES = ("pending", "done", "diverged")
+COLUMNS = {
+    "meta": ("key", "value"),
+    "runs": ("run_id", "setup", "noise", "level", "seed", "config", "status"),
+    "epochs": ("run_id", "epoch", *EPOCH_COLUMNS),
+    "metrics": ("run_id", "epoch", "name", "value"),
+    "arrays": ("owner", "name", "data"),
+}
+OPTIONAL_TABLES = ("metrics", "arrays")  # stores written before they existed lack them
+SQLITE_HEADER = b"SQLite format 3\x00"
+Count = Annotated[int, Field(ge=0)]
+
+
+class StoredMeta(BaseModel):
+    """The `meta` keys readers rely on, with their types; other keys pass unchecked."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    study: dict[str, Any]
+    study_name: str
+    dataset: str
+    store_version: Annotated[int, Field(ge=1, le=STORE_VERSION)] = 1
+    dataset_fallback: bool = False
+    dataset_requested: str | None = None
+    dataset_source: str | None = None
+    train_size: Count | None = None
+    test_size: Count | None = None
+    class_names: list[str] | None = Field(default=None, min_length=2)
+    image_shape: list[Annotated[int, Field(gt=0)]] | None = Field(
+        default=None, min_length=2, max_length=2
+    )
+    channels: Literal[1, 3] | None = None
+    changed_share: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] | None = None
+    identity: str | None = None
+    device: str | None = None
+    versions: dict[str, str] | None = None
+
+
+class EmptyStore(StoreError):
+    """A store created by a run that stopped before it wrote its study."""
+
+
+def check_store(path: Path) -> None:
+    """Raise one StoreError line naming `path` unless it is a readable results store of this
+    version: an SQLite file that passes SQLite's quick_check, with the tables and columns of
+    SCHEMA, JSON in meta and config, the study a Study, numbers where numbers belong, epochs
+    within the study's epochs, levels and seeds in range, and runs of the study's setups."""
+    if not path.is_file():
+        raise StoreError(f"{path} is not a file")
+    with path.open("rb") as fh:
+        header = fh.read(len(SQLITE_HEADER))
+    if not header:
+        raise StoreError(f"{path}: empty file, not a results store")
+    if header != SQLITE_HEADER:
+        raise StoreError(f"{path}: not an SQLite database (not a noisebench results store)")
+    try:
+        db = _connect_readonly(path)
+    except sqlite3.OperationalError as exc:
+        raise StoreError(f"{path}: cannot be opened ({exc})") from None
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path}: damaged SQLite file ({exc})") from None
+    try:
+        _check_contents(db, path)
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path}: damaged SQLite file ({exc})") from None
+    finally:
+        db.close()
+
+
+def _problem(path: Path, what: str) -> StoreError:
+    return StoreError(f"{path}: {what}")
+
+
+def _check_contents(db: sqlite3.Connection, path: Path) -> None:
+    verdict = db.execute("PRAGMA quick_check(1)").fetchone()[0]
+    if verdict != "ok":
+        raise _problem(path, f"damaged SQLite file ({' '.join(verdict.split())[:200]})")
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    for table, columns in COLUMNS.items():
+        if table not in tables:
+            if table in OPTIONAL_TABLES:
+                continue
+            raise _problem(path, f"table '{table}' is missing (not a noisebench results store)")
+        have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+        if missing := [c for c in columns if c not in have]:
+            raise _problem(path, f"table '{table}' lacks column '{missing[0]}'")
+    study = _check_meta(db, path)
+    _check_runs(db, path, study)
+    _check_numbers(db, path, study.train.epochs, "metrics" in tables)
+
+
+def _check_meta(db: sqlite3.Connection, path: Path) -> Study:
+    meta = {}
+    for key, value in db.execute("SELECT key, value FROM meta"):
+        try:
+            meta[key] = json.loads(value)
+        except (TypeError, ValueError, RecursionError):
+            raise _problem(path, f"meta '{key}' is not valid JSON") from None
+    if "study" not in meta:
+        if db.execute("SELECT count(*) FROM runs").fetchone()[0] == 0:
+            raise EmptyStore(f"{path}: holds no study yet (its run stopped before it began)")
+        raise _problem(path, "meta 'study' is missing")
+    try:
+        StoredMeta.model_validate(meta)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        if key == "store_version" and err["type"] == "less_than_equal":
+            raise _problem(
+                path,
+                f"written by a newer noisebench (store version {meta[key]}; this one reads "
+                f"{STORE_VERSION})",
+            ) from None
+        raise _problem(path, f"meta '{key}': {err['msg']}") from None
+    try:
+        return parse_study(meta["study"], "the stored study")
+    except StudyError as exc:
+        raise _problem(path, f"{exc} (written by another version of noisebench?)") from None
+
+
+def _first(db: sqlite3.Connection, query: str, *args: Any) -> sqlite3.Row | None:
+    return db.execute(query + " LIMIT 1", args).fetchone()
+
+
+def _check_runs(db: sqlite3.Connection, path: Path, study: Study) -> None:
+    statuses = ", ".join(f"'{s}'" for s in RUN_STATUSES)
+    checks = [
+        ("typeof(run_id) != 'text'", "a run id is not text"),
+        ("typeof(setup) != 'text'", "a setup name is not text"),
+        ("typeof(level) NOT IN ('real', 'integer')", "a level is not a number"),
+        (f"level < 0 OR level > {MAX_LEVEL}", "a level is out of range"),
+        ("typeof(seed) != 'integer' OR seed < 0", "a seed is not a whole number ≥ 0"),
+        (f"status NOT IN ({statuses})", "a run status is unknown"),
+        ("typeof(config) != 'text'", "a run config is not text"),
+    ]
+    for condition, what in checks:
+        if row := _first(db, f"SELECT run_id FROM runs WHERE {condition}"):
+            raise _problem(path, f"table 'runs': {what} (run {row[0]})")
+    setups = {s.name for s in study.setups} | {CLEAN}
+    for run_id, setup, config in db.execute("SELECT run_id, setup, config FROM runs"):
+        if setup not in setups:
+            raise _problem(path, f"table 'runs': run {run_id} has setup '{setup}' not in the study")
+        try:
+            parsed = json.loads(config)
+        except (ValueError, RecursionError):
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise _problem(path, f"table 'runs': the config of run {run_id} is not a JSON object")
+
+
+def _check_numbers(db: sqlite3.Connection, path: Path, epochs: int, has_metrics: bool) -> None:
+    """Epoch numbers within the study's epochs, and numbers (or NULL) in the numeric columns."""
+    numeric = "typeof({0}) NOT IN ('real', 'integer', 'null')"
+    in_runs = "run_id NOT IN (SELECT run_id FROM runs)"
+    checks = [
+        ("epochs", f"typeof(epoch) != 'integer' OR epoch < 1 OR epoch > {epochs}",
+         f"an epoch number is not one of the study's epochs 1..{epochs}"),
+        ("epochs", in_runs, "a row belongs to no run"),
+    ]  # fmt: skip
+    for column in EPOCH_COLUMNS:
+        checks.append(("epochs", numeric.format(column), f"column '{column}' holds a non-number"))
+    for column in ("train_acc", "test_acc", "test_conf"):
+        checks.append(
+            ("epochs", f"{column} < 0 OR {column} > 1", f"'{column}' lies outside [0, 1]")
+        )
+    if has_metrics:
+        checks += [
+            ("metrics", f"typeof(epoch) != 'integer' OR epoch < 0 OR epoch > {epochs}",
+             f"an epoch number is not 0 (after training) or one of the study's epochs 1..{epochs}"),
+            ("metrics", "typeof(name) != 'text'", "a metric name is not text"),
+            ("metrics", numeric.format("value"), "a value is not a number"),
+            ("metrics", in_runs, "a row belongs to no run"),
+        ]  # fmt: skip
+    for table, condition, what in checks:
+        if row := _first(db, f"SELECT run_id FROM {table} WHERE {condition}"):
+            raise _problem(path, f"table '{table}': {what} (run {row[0]})")

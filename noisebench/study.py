@@ -32,9 +32,40 @@ MAX_LEVEL = max(noise.max_level for noise in NOISES.values())
 Level = Annotated[float, Field(ge=0.0, le=MAX_LEVEL)]
 CLEAN = "clean"  # the setup name of the shared X = 0 baseline runs
 
+# Upper bounds: far beyond any study that fits a machine, low enough that a typo is refused at
+# once instead of running for ever or growing a store of gigabytes.
+MAX_EPOCHS = 10_000
+MAX_LIST = 1_000  # seeds, levels, train sizes, setups
+MAX_RUNS = 100_000
+MAX_WIDTH = 65_536  # units in a hidden layer
+MAX_LAYERS = 64
+MAX_IMAGE_SIDE = 4_096
+MAX_COUNT = 10**9  # examples: train sizes, batch, measured subsets
+MAX_NAME = 100  # characters of a study or setup name
+MAX_DESCRIPTION = 4_000
+MAX_STUDY_FILE = 1 << 20  # bytes
+Seed = Annotated[int, Field(ge=0, lt=2**63)]  # what SQLite's INTEGER holds
+Side = Annotated[int, Field(gt=0, le=MAX_IMAGE_SIDE)]
+
+
+def _unique(values: list | None, what: str) -> list | None:
+    if values is not None and len(set(values)) != len(values):
+        raise ValueError(f"{what} must be unique")
+    return values
+
+
+def _plain_text(text: str, what: str) -> str:
+    if not text.strip():
+        raise ValueError(f"{what} is blank")
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise ValueError(f"{what} holds a control character (newline, tab, ...)")
+    return text
+
 
 class Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Strict: `true` is not 1 and "0" is not 0; every float finite."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class ModelSpec(Spec):
@@ -52,7 +83,9 @@ class ModelSpec(Spec):
       confidence max softmax(z), where z are the output pre-activations.
     """
 
-    hidden: list[Annotated[int, Field(gt=0)]] = Field(default=[128, 128], min_length=1)
+    hidden: list[Annotated[int, Field(gt=0, le=MAX_WIDTH)]] = Field(
+        default=[128, 128], min_length=1, max_length=MAX_LAYERS
+    )
     activation: Literal["relu", "sigmoid", "tanh"] = "relu"
     batchnorm: bool = False
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
@@ -70,19 +103,19 @@ class TrainSpec(Spec):
     """Optimiser and schedule; the defaults reproduce the source study."""
 
     optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: Annotated[float, Field(gt=0.0)] = 0.01
+    lr: Annotated[float, Field(gt=0.0, le=1e6)] = 0.01
     momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
-    weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
-    batch_size: Annotated[int, Field(gt=0)] = 64
-    epochs: Annotated[int, Field(gt=0)] = 10
+    weight_decay: Annotated[float, Field(ge=0.0, le=1e3)] = 0.0
+    batch_size: Annotated[int, Field(gt=0, le=MAX_COUNT)] = 64
+    epochs: Annotated[int, Field(gt=0, le=MAX_EPOCHS)] = 10
     # The learning rate over training, from `lr` (as torch.optim.lr_scheduler's):
     # "constant"; "step": × gamma every `step_size` epochs (StepLR); "cosine": to 0 over all
     # steps, updated every step (CosineAnnealingLR); "onecycle": OneCycleLR with max_lr = lr
     # (pct_start 0.3, div_factor 25, final_div_factor 1e4, cosine), which also cycles SGD's
     # momentum (Adam's beta1) between 0.95 and 0.85 in place of `momentum`.
     schedule: Literal["constant", "step", "cosine", "onecycle"] = "constant"
-    step_size: Annotated[int, Field(gt=0)] = 5  # epochs, for "step"
-    gamma: Annotated[float, Field(gt=0.0)] = 0.1  # for "step"
+    step_size: Annotated[int, Field(gt=0, le=MAX_EPOCHS)] = 5  # epochs, for "step"
+    gamma: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1  # for "step"
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: Any) -> Any:
@@ -94,7 +127,8 @@ class TrainSpec(Spec):
 class DataSpec(Spec):
     """How images become inputs: resized to `image_size` (H, W), grey (1) or RGB (3)."""
 
-    image_size: tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]] = (28, 28)
+    # lax for the pair only: TOML and JSON give a list; its sides stay strict integers
+    image_size: tuple[Side, Side] = Field(default=(28, 28), strict=False)
     channels: Literal[1, 3] = 1
 
 
@@ -102,45 +136,56 @@ class EarlyStopping(Spec):
     """Stop a run once its validation loss has not improved by `min_delta` for `patience`
     epochs; its test metrics are reported at the best-validation epoch as well as the last."""
 
-    patience: Annotated[int, Field(gt=0)] = 3
-    min_delta: Annotated[float, Field(ge=0.0)] = 0.0
+    patience: Annotated[int, Field(gt=0, le=MAX_EPOCHS)] = 3
+    min_delta: Annotated[float, Field(ge=0.0, le=100.0)] = 0.0  # nats
 
 
 class AnalysisSpec(Spec):
     """What is measured beyond the per-epoch test metrics; none of it changes training."""
 
     # training examples measured each epoch on clean inputs (memorisation split); 0: none
-    train_eval: Annotated[int, Field(ge=0)] | Literal["all"] = 10000
-    calibration_bins: Annotated[int, Field(gt=1)] = 15
-    fgsm_eps: list[Annotated[float, Field(gt=0.0, le=1.0)]] = [0.02, 0.05, 0.1, 0.2]
+    train_eval: Annotated[int, Field(ge=0, le=MAX_COUNT)] | Literal["all"] = 10000
+    calibration_bins: Annotated[int, Field(gt=1, le=1000)] = 15
+    fgsm_eps: list[Annotated[float, Field(gt=0.0, le=1.0)]] = Field(
+        default=[0.02, 0.05, 0.1, 0.2], max_length=100
+    )
     # test images attacked (a fixed random subset; "all": the whole test set)
-    robustness_examples: Annotated[int, Field(gt=0)] | Literal["all"] = 2000
+    robustness_examples: Annotated[int, Field(gt=0, le=MAX_COUNT)] | Literal["all"] = 2000
     label_issues: bool = True
 
+    @field_validator("fgsm_eps")
+    @classmethod
+    def _unique_eps(cls, eps: list[float]) -> list[float]:
+        return _unique(eps, "fgsm_eps")
 
-TrainSize = Annotated[int, Field(gt=0)] | Literal["all"]
 
-
-def _unique_sizes(sizes: list[int | str] | None) -> list[int | str] | None:
-    if sizes is not None and len(set(sizes)) != len(sizes):
-        raise ValueError("train sizes must be unique")
-    return sizes
+TrainSize = Annotated[int, Field(gt=0, le=MAX_COUNT)] | Literal["all"]
 
 
 class Setup(Spec):
     """One noise setup: a registered noise, its parameters, and optionally its own levels and
     training sizes (instead of the study's)."""
 
-    name: Annotated[str, Field(min_length=1)]
-    noise: str
+    name: Annotated[str, Field(min_length=1, max_length=MAX_NAME)]
+    noise: Annotated[str, Field(max_length=MAX_NAME)]
     params: dict[str, Any] = {}
-    levels: list[Level] | None = None
-    train_sizes: list[TrainSize] | None = Field(default=None, min_length=1)
+    levels: list[Level] | None = Field(default=None, min_length=1, max_length=MAX_LIST)
+    train_sizes: list[TrainSize] | None = Field(default=None, min_length=1, max_length=MAX_LIST)
+
+    @field_validator("name")
+    @classmethod
+    def _readable_name(cls, name: str) -> str:
+        return _plain_text(name, "setup name")
+
+    @field_validator("levels")
+    @classmethod
+    def _unique_levels(cls, levels: list[float] | None) -> list[float] | None:
+        return _unique(levels, "levels")
 
     @field_validator("train_sizes")
     @classmethod
     def _unique_sizes(cls, sizes: list[int | str] | None) -> list[int | str] | None:
-        return _unique_sizes(sizes)
+        return _unique(sizes, "train sizes")
 
     @model_validator(mode="after")
     def _noise_exists(self) -> "Setup":
@@ -165,18 +210,21 @@ class Setup(Spec):
 class Study(Spec):
     """A noise study: setups × levels × seeds, one model and training recipe."""
 
-    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
-    description: str = ""
-    dataset: str | None = None  # None: mnist, falling back to mnist-sample when offline
-    seeds: list[int] = Field(default=[0, 1, 2], min_length=1)
-    levels: list[Level] = Field(default=[0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0], min_length=1)
+    name: Annotated[str, Field(min_length=1, max_length=MAX_NAME, pattern=r"^[A-Za-z0-9_.-]+$")]
+    description: Annotated[str, Field(max_length=MAX_DESCRIPTION)] = ""
+    # None: mnist, falling back to mnist-sample when offline
+    dataset: Annotated[str, Field(min_length=1, max_length=MAX_NAME)] | None = None
+    seeds: list[Seed] = Field(default=[0, 1, 2], min_length=1, max_length=MAX_LIST)
+    levels: list[Level] = Field(
+        default=[0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0], min_length=1, max_length=MAX_LIST
+    )
     data: DataSpec = DataSpec()
     model: ModelSpec = ModelSpec()
     train: TrainSpec = TrainSpec()
-    setups: list[Setup] = Field(min_length=1)
-    max_pack: Annotated[int, Field(gt=0)] = 64
+    setups: list[Setup] = Field(min_length=1, max_length=MAX_LIST)
+    max_pack: Annotated[int, Field(gt=0, le=MAX_LIST)] = 64
     # balanced training subsets (equal per class), a sweep dimension like seeds
-    train_sizes: list[TrainSize] = Field(default=["all"], min_length=1)
+    train_sizes: list[TrainSize] = Field(default=["all"], min_length=1, max_length=MAX_LIST)
     validation: Annotated[float, Field(ge=0.0, lt=0.5)] = 0.0  # stratified hold-out share
     early_stopping: EarlyStopping | None = None
     stop_at_train_acc: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
@@ -185,7 +233,7 @@ class Study(Spec):
     @field_validator("train_sizes")
     @classmethod
     def _unique_sizes(cls, sizes: list[int | str]) -> list[int | str]:
-        return _unique_sizes(sizes)
+        return _unique(sizes, "train sizes")
 
     @model_validator(mode="after")
     def _stopping_needs_validation(self) -> "Study":
@@ -193,12 +241,25 @@ class Study(Spec):
             raise ValueError("early_stopping needs a validation share (validation = 0.1)")
         return self
 
+    @model_validator(mode="after")
+    def _not_too_many_runs(self) -> "Study":
+        runs = sum(
+            len(setup.levels or self.levels) * len(setup.train_sizes or self.train_sizes)
+            for setup in self.setups
+        ) * len(self.seeds)
+        if runs > MAX_RUNS:
+            raise ValueError(f"the study has {runs:,} runs, more than {MAX_RUNS:,}")
+        return self
+
     @field_validator("seeds")
     @classmethod
     def _unique_seeds(cls, seeds: list[int]) -> list[int]:
-        if len(set(seeds)) != len(seeds):
-            raise ValueError("seeds must be unique")
-        return seeds
+        return _unique(seeds, "seeds")
+
+    @field_validator("levels")
+    @classmethod
+    def _unique_levels(cls, levels: list[float]) -> list[float]:
+        return _unique(levels, "levels")
 
     @field_validator("setups")
     @classmethod
@@ -281,7 +342,9 @@ class Study(Spec):
 
 def _fail(exc: ValidationError, origin: str) -> StudyError:
     err = exc.errors()[0]
-    field = ".".join(str(p) for p in err["loc"]) or "study"
+    # field names and list positions; not the union members pydantic names ("constrained-int")
+    field = ".".join(str(p) for p in err["loc"] if str(p).isidentifier() or isinstance(p, int))
+    field = field or "study"
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
@@ -302,12 +365,23 @@ def load_study(path: str | Path) -> Study:
     """Read and validate a study TOML file."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_STUDY_FILE + 1)
     except FileNotFoundError:
         raise StudyError(f"study file not found: {path}") from None
+    except IsADirectoryError:
+        raise StudyError(f"{path} is a directory, not a study file") from None
+    except OSError as exc:
+        raise StudyError(f"cannot read study file {path}: {exc.strerror}") from None
+    if len(raw) > MAX_STUDY_FILE:
+        raise StudyError(f"{path}: larger than {MAX_STUDY_FILE >> 20} MiB, not a study file")
+    try:
+        data = tomllib.loads(raw.decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise StudyError(f"{path}: not valid TOML ({exc})") from None
-    data.setdefault("name", path.stem)
+        raise StudyError(f"{path}: not valid TOML ({' '.join(str(exc).split())})") from None
+    except RecursionError:
+        raise StudyError(f"{path}: not valid TOML (nested too deeply)") from None
+    data.setdefault("name", path.stem[:MAX_NAME])
     return parse_study(data, str(path))
 
 
@@ -324,11 +398,6 @@ def load_preset(name: str) -> Study:
         raise StudyError(f"unknown preset '{name}' (known: {', '.join(preset_names())})")
     text = (resources.files("noisebench") / "presets" / f"{name}.toml").read_text()
     return parse_study(tomllib.loads(text), f"preset '{name}'")
-
-
-def preset_summary(name: str) -> str:
-    study = load_preset(name)
-    return study.description or name
 
 
 @dataclass(frozen=True)

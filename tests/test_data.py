@@ -323,3 +323,28 @@ def test_full_fashion_mnist_from_debian():
     assert ds.train_x.shape == (60000, 784) and ds.test_x.shape == (10000, 784)
     assert torch.bincount(ds.train_y).tolist() == [6000] * 10
     assert torch.bincount(ds.test_y).tolist() == [1000] * 10
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        (np.arange(50) % 9, "has images of 9 of the 10 classes (none of Ankle boot)"),
+        (
+            np.zeros(50),
+            "images of 1 of the 10 classes (none of Trouser, Pullover, Dress, Coat, Sandal, ...)",
+        ),
+    ],
+)
+def test_a_training_set_missing_a_class_is_refused(tiny_idx_dir, idx_writer, labels, message):
+    idx_writer(tiny_idx_dir / "train-labels-idx1-ubyte.gz", labels)
+    with pytest.raises(DataError) as exc:
+        data.load_dataset("fashion-mnist", data_dir=tiny_idx_dir)
+    assert_one_line(exc, str(tiny_idx_dir), message)
+
+
+def test_an_empty_test_set_is_refused(tiny_idx_dir, idx_writer):
+    idx_writer(tiny_idx_dir / "t10k-images-idx3-ubyte.gz", np.zeros((0, 28, 28)))
+    idx_writer(tiny_idx_dir / "t10k-labels-idx1-ubyte.gz", np.zeros(0))
+    with pytest.raises(DataError) as exc:
+        data.load_dataset("fashion-mnist", data_dir=tiny_idx_dir)
+    assert_one_line(exc, "the test set is empty")

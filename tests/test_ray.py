@@ -22,7 +22,7 @@ import torch
 ray = pytest.importorskip("ray")
 
 from noisebench.backends import PackJob  # noqa: E402
-from noisebench.backends.ray import INSTALL_HINT, TASK_NAME, RayBackend  # noqa: E402
+from noisebench.backends.ray import TASK_NAME, RayBackend  # noqa: E402
 from noisebench.errors import NoisebenchError  # noqa: E402
 from noisebench.runner import run_study  # noqa: E402
 from noisebench.store import EPOCH_COLUMNS, Store  # noqa: E402
@@ -130,7 +130,8 @@ def assert_same(a: Path, b: Path, same_packs: bool = True) -> None:
         np.testing.assert_array_equal(array, y["arrays"][key])
 
 
-def test_a_study_on_ray_stores_what_local_stores(cluster, local_result, tmp_path):
+@pytest.mark.usefixtures("cluster")
+def test_a_study_on_ray_stores_what_local_stores(local_result, tmp_path):
     seen: list[tuple[int, int, str]] = []
     run_study(
         parse_study(STUDY),
@@ -148,7 +149,8 @@ def test_a_study_on_ray_stores_what_local_stores(cluster, local_result, tmp_path
     assert ray.is_initialized()  # a connection the backend did not make is left open
 
 
-def test_resume_works_across_backends(cluster, local_result, tmp_path):
+@pytest.mark.usefixtures("cluster")
+def test_resume_works_across_backends(local_result, tmp_path):
     """A study interrupted under the local backend is finished by the ray backend."""
     out = tmp_path / "study"
     shutil.copytree(local_result, out)
@@ -208,7 +210,8 @@ def _our_pack_workers() -> list[int]:
     return found
 
 
-def test_a_worker_killed_mid_pack_is_retried_and_no_run_is_stored_twice(cluster, tmp_path):
+@pytest.mark.usefixtures("cluster")
+def test_a_worker_killed_mid_pack_is_retried_and_no_run_is_stored_twice(tmp_path):
     epochs = 6
     study = parse_study(
         {**STUDY, "levels": [0.0, 0.5], "train": {**STUDY["train"], "epochs": epochs}}
@@ -255,38 +258,23 @@ def test_a_worker_killed_mid_pack_is_retried_and_no_run_is_stored_twice(cluster,
     assert_same(out, run_study(study, tmp_path / "local", dataset="mnist-sample"))
 
 
-def test_a_pack_that_raises_is_reported_after_the_other_packs_are_yielded(cluster, small_data):
+@pytest.mark.usefixtures("cluster")
+def test_a_pack_that_raises_is_reported_after_the_other_packs_are_yielded(small_data):
     runs = plan(parse_study({**STUDY, "levels": [0.0], "seeds": [0]}))
     broken = [dataclasses.replace(runs[0], noise="labels.nope", level=0.5, seed=7)]
     jobs = [PackJob(0, broken, None), PackJob(1, runs, None)]
     outcomes = []
     with pytest.raises(NoisebenchError, match="labels.nope"):
-        for outcome in RayBackend().train(jobs, small_data, torch.device("cpu"), lambda *a: None):
+        for outcome in RayBackend().train(jobs, small_data, torch.device("cpu"), lambda *_: None):
             outcomes.append(outcome)
     assert [o.job.index for o in outcomes] == [1]
     assert outcomes[0].results[0].status == "done" and len(outcomes[0].results[0].epochs) == 1
 
 
-def test_cuda_on_a_cluster_without_gpus_is_one_line(cluster):
+@pytest.mark.usefixtures("cluster")
+def test_cuda_on_a_cluster_without_gpus_is_one_line():
     with pytest.raises(NoisebenchError, match="the Ray cluster has 0"):
         RayBackend()._check_resources(torch.device("cuda"))
-
-
-def test_without_ray_the_backend_asks_for_the_extra(monkeypatch, tmp_path):
-    from typer.testing import CliRunner
-
-    from noisebench.cli import app
-
-    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
-    with pytest.raises(NoisebenchError, match="pip install 'noisebench\\[ray\\]'"):
-        RayBackend()
-    result = CliRunner().invoke(
-        app, ["run", "--preset", "quick", "--backend", "ray", "--out", str(tmp_path / "o")]
-    )
-    assert result.exit_code == 2
-    assert INSTALL_HINT in " ".join(result.output.split())
-    assert "Traceback" not in result.output
-    assert not (tmp_path / "o").exists()
 
 
 def test_an_unreachable_address_is_one_line_before_anything_is_written(tmp_path):
@@ -302,24 +290,6 @@ def test_an_unreachable_address_is_one_line_before_anything_is_written(tmp_path)
     assert result.exit_code == 2
     assert f"cannot reach the Ray cluster at {address}" in " ".join(result.output.split())
     assert not (tmp_path / "o").exists()
-
-
-def test_finish_run_twice_stores_the_run_once(tmp_path):
-    """What a retried or resumed pack relies on: storing a run again replaces it."""
-    with Store(tmp_path) as store:
-        store.add_pending([("r1", "s", "labels.uniform", 0.5, 0, {})])
-
-        def epochs(n: int, acc: float) -> list[dict]:
-            return [{"epoch": e, **dict.fromkeys(EPOCH_COLUMNS, acc)} for e in range(1, n + 1)]
-
-        first = {"label_picked": np.arange(3, dtype=np.int32)}
-        store.finish_run("r1", "done", epochs(3, 0.1), first, time.time(), 2)
-        second = {"label_picked": np.arange(5, dtype=np.int32)}
-        store.finish_run("r1", "done", epochs(2, 0.7), second, time.time(), 2)
-        rows = store.db.execute("SELECT run_id, epoch, test_acc FROM epochs").fetchall()
-        assert [tuple(r) for r in rows] == [("r1", 1, 0.7), ("r1", 2, 0.7)]
-        assert len(store.runs()) == 1 and store.runs()[0]["status"] == "done"
-        np.testing.assert_array_equal(store.array("r1", "label_picked"), np.arange(5))
 
 
 SELF_STARTED = """

@@ -68,6 +68,16 @@ def test_packs_group_compatible_runs_and_respect_the_size_limit():
         ({"model": {"activation": "gelu"}}, "model.activation", "relu"),
         ({"seeds": [1, 1]}, "seeds", "unique"),
         ({"seeds": []}, "seeds", "at least 1"),
+        ({"seeds": ["0"]}, "seeds.0", "valid integer"),
+        ({"seeds": [2**63]}, "seeds.0", "less than 9223372036854775808"),
+        ({"levels": [0.5, 0.5]}, "levels", "levels must be unique"),
+        ({"train": {"epochs": True}}, "train.epochs", "valid integer"),
+        ({"train": {"epochs": 10**21}}, "train.epochs", "less than or equal to 10000"),
+        ({"train": {"lr": float("inf")}}, "train.lr", "finite number"),
+        ({"train": {"weight_decay": float("inf")}}, "train.weight_decay", "finite number"),
+        ({"train": {"gamma": float("nan")}}, "train.gamma", "finite number"),
+        ({"data": {"image_size": [28, 5000]}}, "data.image_size.1", "less than or equal to 4096"),
+        ({"description": "d" * 5000}, "description", "at most 4000 characters"),
     ],
 )
 def test_bad_study_values_are_rejected_naming_the_field(changes, field, message):
@@ -161,3 +171,20 @@ def test_the_main_views_show_each_setup_at_its_own_largest_size():
     assert main_views(study, "permuted", 1.0, 300) == []
     assert main_views(study, "clean", 0.0, 1000) == ["permuted"]
     assert main_views(study, "clean", 0.0, None) == ["whole"]
+
+
+def test_setup_names_must_be_readable_and_short():
+    for name, message in [
+        ("  ", "setup name is blank"),
+        ("tab\there", "control character"),
+        ("n" * 101, "at most 100 characters"),
+    ]:
+        with pytest.raises(StudyError, match=message):
+            parse_study(with_changes(setups=[{"name": name, "noise": "labels.uniform"}]))
+
+
+def test_the_study_and_its_json_round_trip_keep_their_strict_types():
+    study = parse_study(with_changes(data={"image_size": [32, 24]}, levels=[0, 0.5]))
+    assert study.data.image_size == (32, 24) and study.levels == [0.0, 0.5]
+    again = parse_study(study.model_dump(mode="json"))  # as the store keeps it
+    assert again == study and again.digest() == study.digest()

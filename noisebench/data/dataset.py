@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from noisebench.errors import DataError
+
 
 @dataclass(frozen=True)
 class Dataset:
@@ -49,3 +51,19 @@ class Dataset:
             digest.update(f"{array.dtype.str}{array.shape};".encode())
             digest.update(array.tobytes())
         return digest.hexdigest()[:16]
+
+
+def check_usable(ds: Dataset) -> Dataset:
+    """`ds` itself if a classifier can train and be tested on it: every class has a training
+    image and the test set is not empty; else one DataError line naming the source."""
+    if len(ds.test_y) == 0:
+        raise DataError(f"{ds.source}: the test set is empty")
+    counts = torch.bincount(ds.train_y, minlength=ds.num_classes)[: ds.num_classes].tolist()
+    missing = [name for name, count in zip(ds.class_names, counts, strict=True) if count == 0]
+    if missing:
+        shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        raise DataError(
+            f"{ds.source}: the training set has images of {ds.num_classes - len(missing)} of "
+            f"the {ds.num_classes} classes (none of {shown}); every class needs at least one"
+        )
+    return ds

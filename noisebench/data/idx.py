@@ -95,7 +95,10 @@ def _load_idx_dir(info: DatasetInfo, directory: Path) -> Dataset:
             raise DataError(
                 f"{label_path}: label {int(labels.max())} is out of range 0..{num_classes - 1}"
             )
-        arrays[split] = (images.reshape(len(images), -1), labels.astype(np.int64))
+        arrays[split] = (
+            images.reshape(len(images), IMAGE_SHAPE[0] * IMAGE_SHAPE[1]),
+            labels.astype(np.int64),
+        )
     return Dataset(
         name=info.name,
         source=str(directory),

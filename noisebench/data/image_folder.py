@@ -25,7 +25,7 @@ import torch
 from noisebench.errors import DataError, DataUnavailable
 
 from .dataset import Dataset
-from .images import _image_options, _read_images
+from .images import _check_pixels_fit, _image_options, _read_images
 from .registry import FOLDER_NAME, IMAGE_SHAPE
 from .splits import FOLDER_SEED, stratified_fraction_split
 
@@ -172,6 +172,8 @@ def load_image_folder(
                     f"{root / name}: class has 1 image; splitting it into train and test "
                     "needs at least 2"
                 )
+        count = sum(len(files) for files in classes.values())
+        _check_pixels_fit(count, size, channels, str(root))
         images, labels = _partition_arrays(classes, class_names, size, channels)
         train, test = stratified_fraction_split(labels)
         split = {"train": (images[train], labels[train]), "test": (images[test], labels[test])}
@@ -182,6 +184,8 @@ def load_image_folder(
         for part in ("test", "valid"):
             if part in scanned:
                 _check_same_classes(root, class_names, list(scanned[part]), parts[part].name)
+        count = sum(len(files) for part in scanned.values() for files in part.values())
+        _check_pixels_fit(count, size, channels, str(root))
         rng = np.random.default_rng(FOLDER_SEED)
         split = {}
         for part, files in scanned.items():

@@ -19,6 +19,7 @@ import torch
 from PIL import Image, ImageOps
 
 from noisebench.errors import DataError
+from noisebench.memory import check_fits
 
 from .dataset import Dataset
 from .registry import _one_line
@@ -61,6 +62,13 @@ def _read_images(paths: Sequence[Path], image_size: tuple[int, int], channels: i
     return out
 
 
+def _check_pixels_fit(count: int, image_size: tuple[int, int], channels: int, source: str) -> None:
+    """Refuse, before allocating, `count` images at `image_size` that would not fit in memory."""
+    needed = count * channels * image_size[0] * image_size[1]
+    what = f"{count:,} images of {channels}×{image_size[0]}×{image_size[1]} from {source}"
+    check_fits(needed, what)
+
+
 def _image_options(image_size: Sequence[int], channels: int) -> tuple[int, int]:
     """`image_size` as (H, W) ints, after checking it and `channels`."""
     size = tuple(image_size) if isinstance(image_size, Sequence) else ()
@@ -77,6 +85,7 @@ def _reshape_idx(ds: Dataset, image_size: tuple[int, int], channels: int) -> Dat
     """A 28x28 grey dataset at another size (bilinear, as for image folders) or as RGB."""
     if (image_size, channels) == (ds.image_shape, ds.channels):
         return ds
+    _check_pixels_fit(len(ds.train_x) + len(ds.test_x), image_size, channels, ds.source)
     height, width = image_size
 
     def convert(x: torch.Tensor) -> torch.Tensor:

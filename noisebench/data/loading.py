@@ -8,7 +8,7 @@ from pathlib import Path
 
 from noisebench.errors import DataError, DataUnavailable
 
-from .dataset import Dataset
+from .dataset import Dataset, check_usable
 from .downloads import _DownloadFailed, _fetch, cache_dir
 from .idx import _load_idx_dir, _missing_files
 from .image_folder import is_image_folder, load_image_folder
@@ -84,6 +84,8 @@ def load_dataset(
     that points to "folder". `image_size` (H, W) and `channels` (1 grey, 3 RGB) set the shape
     of every dataset: image folders are resized to it; the 28x28 grey IDX and sample data are
     returned unchanged at the defaults, else resized the same way (grey copied to 3 channels).
+    Every dataset is checked before it is returned: each class has a training image and the
+    test set is not empty; images that would not fit in memory are refused before decoding.
     """
     size = _image_options(image_size, channels)
     if name == FOLDER_NAME:
@@ -92,8 +94,8 @@ def load_dataset(
                 f"dataset '{FOLDER_NAME}' needs a data directory: the image folder to load "
                 "(--data-dir PATH)"
             )
-        return load_image_folder(data_dir, size, channels)
-    return _reshape_idx(_load_registered(name, data_dir, download), size, channels)
+        return check_usable(load_image_folder(data_dir, size, channels))
+    return check_usable(_reshape_idx(_load_registered(name, data_dir, download), size, channels))
 
 
 def _load_registered(name: str, data_dir: Path | None, download: bool) -> Dataset:

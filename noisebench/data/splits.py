@@ -18,7 +18,7 @@ def stratified_split(
 
     Both index arrays come in a fixed shuffled order, so no split is sorted by class.
     """
-    return _stratified(labels, lambda size: test_per_class, seed)
+    return _stratified(labels, lambda _: test_per_class, seed)
 
 
 def stratified_fraction_split(

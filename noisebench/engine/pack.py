@@ -1,8 +1,10 @@
 """Training a pack: build the stacked model and shards, run the epochs, checkpoint, resume."""
 
+import io
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,13 @@ from .trainer import Trainer, pixel_groups, pixel_key
 from .trainset import RunTrainSet, run_train_set, split_validation
 
 CHECKPOINT_FORMAT = 5
+# A run whose mean training loss over an epoch exceeds this many times ln K (the loss of a
+# uniform guess over K classes) or is not finite has diverged.
+DIVERGED_LOSS_FACTOR = 100
+
+
+class CheckpointWarning(UserWarning):
+    """A pack checkpoint did not load: the pack trains again from its first epoch."""
 
 
 @dataclass
@@ -54,8 +63,16 @@ def _pack_order(runs: list[RunSpec], shards: int) -> tuple[list[int], list[int]]
 
 
 def _save_atomic(state: dict[str, Any], path: Path) -> None:
+    """Write the checkpoint under a temporary name, then rename it into place."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)  # serialised in memory, so a full disk is an OSError, not torch's
     tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
+    try:
+        with tmp.open("wb") as fh:
+            fh.write(buffer.getbuffer())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
 
 
@@ -206,7 +223,9 @@ class _PackTraining:
     ) -> list[RunResult]:
         pack = self.pack
         if checkpoint is not None and checkpoint.exists():
-            self._resume(checkpoint)
+            state = self._load(checkpoint)
+            if state is not None:
+                self._resume(state)
         steps = math.ceil(pack.n_train / pack.spec.batch_size)
         total = steps * pack.spec.epochs
         while self.epoch < pack.spec.epochs and self.stopping.any_active:
@@ -261,11 +280,12 @@ class _PackTraining:
         n = pack.n_train
         metrics = torch.stack([self.loss_sum / n, self.correct / n, *test]).T.tolist()
         tensors = pack.tensors()
+        bound = DIVERGED_LOSS_FACTOR * math.log(self.num_classes)
         for r, (tr_loss, tr_acc, te_loss, te_acc, te_conf) in enumerate(metrics):
             result = self.results[r]
             if result.status == "diverged" or not self.stopping.active[r]:
                 continue
-            if not all(math.isfinite(v) for v in (tr_loss, te_loss)):
+            if not (math.isfinite(te_loss) and math.isfinite(tr_loss) and tr_loss <= bound):
                 result.status = "diverged"
             row = {
                 "epoch": self.epoch + 1,
@@ -317,12 +337,36 @@ class _PackTraining:
             "stopping": self.stopping.state_dict(),
         }
 
-    def _resume(self, checkpoint: Path) -> None:
+    def _load(self, checkpoint: Path) -> dict[str, Any] | None:
+        """The checkpoint's state if it loads and belongs to this pack; else None, with a
+        CheckpointWarning when the file is damaged (the pack then starts from scratch)."""
+        device = self.pack.sets.test_x.device
+        try:
+            state = torch.load(checkpoint, map_location=device, weights_only=True)
+            if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+                return None
+            if state["run_ids"] != self.run_ids:
+                return None
+            shapes = [t.shape for t in self.pack.tensors()]
+            if (
+                set(state["pack_ids"]) != set(self.run_ids)
+                or [t.shape for t in state["tensors"]] != shapes
+            ):
+                raise ValueError("its tensors do not fit this pack")
+        except Exception as exc:  # any damage: truncated, random bytes, empty, wrong contents
+            reason = " ".join(str(exc).split())[:120] or type(exc).__name__
+            warnings.warn(
+                f"checkpoint {checkpoint} does not load ({reason}); its pack trains again "
+                "from the first epoch",
+                CheckpointWarning,
+                stacklevel=2,
+            )
+            return None
+        return state
+
+    def _resume(self, state: dict[str, Any]) -> None:
         pack = self.pack
         device = pack.sets.test_x.device
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
-        if state.get("format") != CHECKPOINT_FORMAT or state["run_ids"] != self.run_ids:
-            return
         # rows are in pack order, which depends on the shard count: map them by run
         rows = [state["pack_ids"].index(r.run_id) for r in pack.runs]
         for t, saved in zip(pack.tensors(), state["tensors"], strict=True):

@@ -8,9 +8,10 @@ from pydantic import BaseModel, ConfigDict
 
 
 class Noise(BaseModel):
-    """A noise model's validated parameters; subclasses add behaviour."""
+    """A noise model's validated parameters (strict types, finite floats); subclasses add
+    behaviour."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
     target: str = ""  # "labels" or "pixels", fixed per subclass
     max_level: ClassVar[float] = 1.0  # levels must lie in [0, max_level]
 
@@ -37,9 +38,12 @@ class LabelNoiseResult:
 class LabelNoise(Noise):
     """Corrupts training labels once, before training."""
 
-    def size_factor(self, level: float) -> int:
+    def size_factor(self, level: float) -> int:  # noqa: ARG002 (the interface)
         """N'/N: how many times larger corrupt() makes the training set at `level`."""
         return 1
+
+    def check_classes(self, num_classes: int) -> None:
+        """Raise StudyError if the parameters do not fit a dataset of `num_classes` classes."""
 
     def prepare(self, train_x: torch.Tensor, train_y: torch.Tensor, seed: int) -> None:
         """See the clean training set (uint8 [N, F], int64 [N]) of run `seed` before corrupt()."""

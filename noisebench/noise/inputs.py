@@ -13,7 +13,7 @@ from pydantic import Field, PrivateAttr
 from .. import seeding
 from .base import PixelNoise
 
-Positive = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
+Positive = Annotated[float, Field(gt=0.0, le=10.0)]  # in pixel units, [0, 1] being black to white
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
