@@ -95,10 +95,16 @@ class ReferenceMasks:
             start += b * width
 
 
+# Each loss of the engine (backward.LOSSES) as torch computes it: its mean over a batch of
+# logits [b, C] with labels [b]. A loss added to the engine needs its line here.
+OBJECTIVES = {
+    "cross-entropy": F.cross_entropy,
+    "mse": lambda z, y: F.mse_loss(torch.sigmoid(z), F.one_hot(y, z.shape[1]).to(z.dtype)),
+}
+
+
 def objective(spec: ModelSpec, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    if spec.loss == "mse":
-        return F.mse_loss(torch.sigmoid(out), F.one_hot(y, out.shape[1]).float())
-    return F.cross_entropy(out, y)
+    return OBJECTIVES[spec.loss](out, y)
 
 
 def in_float64(model: StackedMLP) -> StackedMLP:

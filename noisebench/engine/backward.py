@@ -2,19 +2,19 @@
 the gradient of the mean loss with respect to its output into the gradient with respect to its
 input (and to its parameters). R runs, b examples, C classes, H units of a hidden layer.
 
-The pass starts at a loss. A loss takes the logits [R, C, b] and each run's labels [R, 1, b];
-it adds every run's loss summed over the batch to `loss_sum` [R] (float64, summed over the
-epoch; added rather than returned, so that a loss scales its sum in float64 as it adds it) and
-returns d(mean loss over the batch)/d(logits) [R, C, b]. The classes sit in the middle: softmax
-and reductions over a short middle axis are ~20x faster on CPU than over a short last axis.
+The pass starts at a loss. A loss takes the logits [R, C, b] (classes in the middle, as the
+forward pass makes them) and each run's labels [R, 1, b]; it adds every run's loss summed over
+the batch to `loss_sum` [R] (float64, summed over the epoch; added rather than returned, so a
+loss scales its sum in float64 as it adds it) and returns d(mean loss over the batch)/d(logits)
+[R, C, b].
 
 Adding a loss is one function here, its name in LOSSES and ModelSpec.loss, and one test
-against autograd (tests/test_model_options.py). Parameters shared by the runs (a q, a β) are
-bound to the function (functools.partial). A loss sees the whole shard: parameters that differ
-per run (a transition matrix [R, C, C] for loss correction, a per-example weight or mask
-[R, 1, b]) are tensors with the leading run axis, held by a callable object built for the
-shard's runs, as their labels are (pack.build), and scale each example's term of both the sum
-and the gradient.
+against its torch objective (tests/test_model_options.py). Parameters shared by the runs (a q,
+a β) are bound to the function (functools.partial). A loss sees the whole shard at once:
+parameters that differ per run (a transition matrix [R, C, C] for loss correction) are tensors
+with the leading run axis, held by a callable object built for the shard's runs in pack.build,
+as their labels are. A per-example weight or mask [R, 1, b] (co-teaching) scales each
+example's term of both the sum and the gradient.
 
 The gradients of a linear layer's weight and bias, aᵀg and Σ_b g, are not formed here: the
 optimizer takes them straight into its state (optimizer.Optimizer.linear_grad_).

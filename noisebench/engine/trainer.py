@@ -129,7 +129,8 @@ class Trainer:
             return []
         p = self.model.dropout
         widths = [w.shape[2] for w in self.model.weights[:-1]]
-        u = self.scratch("dropout_u", (runs, b * sum(widths)), torch.float32)  # in any dtype
+        # float32 draws whatever the dtype: a run's masks depend on its seed only
+        u = self.scratch("dropout_u", (runs, b * sum(widths)), torch.float32)
         for r, gen in enumerate(self.dropout_gens):
             u[r].uniform_(generator=gen)
         keep = self.scratch("dropout_keep", u.shape)
