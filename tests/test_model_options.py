@@ -1,6 +1,6 @@
-"""Model and training options (batchnorm, dropout, MSE loss, learning-rate schedules): each
-matches torch's own modules, optimizers and schedulers, leaves a run's numbers independent of
-its pack, and changes nothing when off."""
+"""The hand-written training step and its options (batchnorm, dropout, MSE loss, Adam, weight
+decay, learning-rate schedules): gradients equal torch autograd's and updates torch.optim's (in
+float64), a run's numbers do not depend on its pack, and options change nothing when off."""
 
 import math
 
@@ -11,7 +11,8 @@ from torch import nn
 
 from noisebench import seeding
 from noisebench.engine import StackedMLP, evaluate, parameter_count, train_pack
-from noisebench.engine.optimizer import Optimizer
+from noisebench.engine.backward import LOSSES
+from noisebench.engine.optimizer import Optimizer, Slots
 from noisebench.engine.trainer import Trainer
 from noisebench.study import ModelSpec, TrainSpec, parse_study, plan
 
@@ -52,7 +53,7 @@ def of_type(net: nn.Sequential, kind: type) -> list:
 @torch.no_grad()
 def run_as_torch_net(model: StackedMLP, r: int, spec: ModelSpec, sizes) -> nn.Sequential:
     """Run r of `model` as its torch.nn model, with the same parameters and statistics."""
-    net = torch_net(spec, *sizes)
+    net = torch_net(spec, *sizes).to(model.weights[0].dtype)
     for lin, w, b in zip(of_type(net, nn.Linear), model.weights, model.biases, strict=True):
         lin.weight.copy_(w[r].T)
         lin.bias.copy_(b[r, 0])
@@ -64,15 +65,15 @@ def run_as_torch_net(model: StackedMLP, r: int, spec: ModelSpec, sizes) -> nn.Se
     return net
 
 
-def engine_grads_order(net: nn.Sequential) -> list[torch.Tensor]:
-    """The net's gradients in the engine's parameter order and shapes."""
+def grads_by_slot(net: nn.Sequential, slots: Slots) -> dict[int, torch.Tensor]:
+    """The net's gradients at the optimizer's slot of each parameter, in the engine's shapes."""
     lins, bns = of_type(net, nn.Linear), of_type(net, nn.BatchNorm1d)
-    return [
-        *(lin.weight.grad.T for lin in lins),
-        *(lin.bias.grad[None] for lin in lins),
-        *(bn.weight.grad[None] for bn in bns),
-        *(bn.bias.grad[None] for bn in bns),
-    ]
+    return {
+        **{slots.weights[i]: lin.weight.grad.T for i, lin in enumerate(lins)},
+        **{slots.biases[i]: lin.bias.grad[None] for i, lin in enumerate(lins)},
+        **{slots.scales[i]: bn.weight.grad[None] for i, bn in enumerate(bns)},
+        **{slots.shifts[i]: bn.bias.grad[None] for i, bn in enumerate(bns)},
+    }
 
 
 class ReferenceMasks:
@@ -90,28 +91,38 @@ class ReferenceMasks:
         u = torch.rand(b * sum(widths), generator=self.gen)
         start = 0
         for mask, width in zip(of_type(net, Mask), widths, strict=True):
-            mask.mask = (u[start : start + b * width].view(b, width) >= p).float() / (1 - p)
+            mask.mask = (u[start : start + b * width].view(b, width) >= p).double() / (1 - p)
             start += b * width
 
 
+# Each loss of the engine (backward.LOSSES) as torch computes it: its mean over a batch of
+# logits [b, C] with labels [b]. A loss added to the engine needs its line here.
+OBJECTIVES = {
+    "cross-entropy": F.cross_entropy,
+    "mse": lambda z, y: F.mse_loss(torch.sigmoid(z), F.one_hot(y, z.shape[1]).to(z.dtype)),
+}
+
+
 def objective(spec: ModelSpec, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    if spec.loss == "mse":
-        return F.mse_loss(torch.sigmoid(out), F.one_hot(y, out.shape[1]).float())
-    return F.cross_entropy(out, y)
+    return OBJECTIVES[spec.loss](out, y)
 
 
-def engine(data, model_spec, train_spec, seeds, total_steps=None):
+def in_float64(model: StackedMLP) -> StackedMLP:
+    """The model with every tensor in float64 (the trainer computes in its weights' dtype)."""
+    for name, value in vars(model).items():
+        if isinstance(value, list) and value and isinstance(value[0], torch.Tensor):
+            setattr(model, name, [t.detach().double() for t in value])
+    return model
+
+
+def engine(data, model_spec, train_spec, seeds, total_steps=None, dtype=torch.float32):
     """A stacked model of `seeds`, its optimizer and its trainer on data's training set."""
     model = StackedMLP(model_spec, seeds, (data.num_features, data.num_classes), "cpu")
-    opt = Optimizer(
-        model.weights,
-        model.biases,
-        train_spec,
-        norm=model.norm_parameters(),
-        total_steps=total_steps,
-    )
+    if dtype == torch.float64:
+        model = in_float64(model)
+    opt = Optimizer(model, train_spec, total_steps=total_steps)
     labels = data.train_y.expand(len(seeds), -1)
-    trainer = Trainer(model, opt, data.train_x, labels, [], train_spec, seeds)
+    trainer = Trainer(model, opt, LOSSES[model_spec.loss], data.train_x, labels, [], seeds)
     return model, opt, trainer
 
 
@@ -133,22 +144,28 @@ def batches(data, runs: int, b: int, steps: int, seed: int = 0) -> list[torch.Te
     ]
 
 
+SMALL = {"hidden": [32, 16]}
+EXACT = {"rtol": 1e-9, "atol": 1e-12}  # float64 rounding, far below any error in a formula
+
+
 @pytest.mark.parametrize(
     "options",
     [
-        {"batchnorm": True},
-        {"dropout": 0.3, "activation": "tanh"},
-        {"loss": "mse", "activation": "sigmoid"},
-        EVERY_OPTION,
-        {**EVERY_OPTION, "activation": "tanh"},
+        {},
+        {**SMALL, "activation": "sigmoid"},
+        {**SMALL, "batchnorm": True},
+        {**SMALL, "dropout": 0.3, "activation": "tanh"},
+        {**SMALL, "loss": "mse", "activation": "sigmoid"},
+        {**SMALL, **EVERY_OPTION},
+        {**SMALL, **EVERY_OPTION, "activation": "tanh"},
     ],
-    ids=["batchnorm", "dropout", "mse", "all", "all-tanh"],
+    ids=["default-model", "sigmoid", "batchnorm", "dropout", "mse", "all", "all-tanh"],
 )
-def test_one_step_gradients_match_torch_autograd(small_data, options):
-    model_spec = ModelSpec(hidden=[32, 16], **options)
+def test_one_step_gradients_equal_torch_autograd_in_float64(small_data, options):
+    model_spec = ModelSpec(**options)
     train_spec = TrainSpec(momentum=0.5)  # after one step, the momentum buffer is the gradient
     seeds, b = [3, 7], 50
-    model, opt, trainer = engine(small_data, model_spec, train_spec, seeds)
+    model, opt, trainer = engine(small_data, model_spec, train_spec, seeds, dtype=torch.float64)
     sizes = (small_data.num_features, small_data.num_classes)
     nets = [run_as_torch_net(model, r, model_spec, sizes) for r in range(len(seeds))]
     (idx,) = batches(small_data, len(seeds), b, 1)
@@ -159,43 +176,91 @@ def test_one_step_gradients_match_torch_autograd(small_data, options):
 
     for r, (net, seed) in enumerate(zip(nets, seeds, strict=True)):
         ReferenceMasks(seed, model_spec).set_next(net, b)
-        x = small_data.train_x[idx[r]].float() / 255
+        x = small_data.train_x[idx[r]].double() / 255
         y = small_data.train_y[idx[r]]
         out = net(x)
         loss = objective(model_spec, out, y)
         loss.backward()
-        assert loss_sum[r].item() == pytest.approx(loss.item() * b, rel=1e-5)
+        assert loss_sum[r].item() == pytest.approx(loss.item() * b, rel=1e-12)
         assert correct[r].item() == (out.argmax(1) == y).sum().item()
-        expected = engine_grads_order(net)
-        got = [t[r] for t in opt.state["momentum"]]
-        assert len(got) == len(expected) == len(model.parameters())
-        for mine, theirs in zip(got, expected, strict=True):
-            torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-5)
+        expected = grads_by_slot(net, opt.slots)
+        assert sorted(expected) == list(range(len(model.parameters())))
+        for slot, theirs in expected.items():
+            torch.testing.assert_close(opt.state["momentum"][slot][r], theirs, **EXACT)
         for i, bn in enumerate(of_type(net, nn.BatchNorm1d)):  # running statistics moved
-            torch.testing.assert_close(model.running_means[i][r, 0], bn.running_mean)
-            torch.testing.assert_close(model.running_vars[i][r, 0], bn.running_var)
+            torch.testing.assert_close(model.running_means[i][r, 0], bn.running_mean, **EXACT)
+            torch.testing.assert_close(model.running_vars[i][r, 0], bn.running_var, **EXACT)
+
+
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+def test_each_loss_and_its_gradient_equal_torch_on_every_run(loss):
+    """A loss of the engine against its torch objective (`objective`) and autograd: the
+    summed loss of each run, and d(mean loss)/d(logits), on logits [R, C, b] in float64."""
+    runs, classes, b = 3, 10, 17
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(runs, classes, b, generator=gen, dtype=torch.float64) * 3
+    labels = torch.randint(0, classes, (runs, 1, b), generator=gen)
+    loss_sum = torch.full((runs,), 0.5, dtype=torch.float64)  # sums are added to it
+    grad = LOSSES[loss](logits.clone(), labels, loss_sum)
+    spec = ModelSpec(loss=loss)
+    for r in range(runs):
+        z = logits[r].T.clone().requires_grad_()  # [b, C], as torch takes it
+        mean = objective(spec, z, labels[r, 0])
+        mean.backward()
+        assert loss_sum[r].item() == pytest.approx(0.5 + mean.item() * b, rel=1e-12)
+        torch.testing.assert_close(grad[r], z.grad.T, **EXACT)
+
+
+def test_the_optimizer_slots_name_every_parameter_once(small_data):
+    """Slots say where each weight, bias, scale and shift sits in the optimizer's lists."""
+    for spec in (ModelSpec(hidden=[32, 16]), ModelSpec(hidden=[32, 16, 8], batchnorm=True)):
+        model, opt, _ = engine(small_data, spec, TrainSpec(), [0, 1])
+        slots = opt.slots
+        for kind in ("weights", "biases", "scales", "shifts"):
+            named = [opt.params[slot] for slot in getattr(slots, kind)]
+            assert len(named) == len(getattr(model, kind))
+            assert all(a is b for a, b in zip(named, getattr(model, kind), strict=True))
+        every = [*slots.weights, *slots.biases, *slots.scales, *slots.shifts]
+        assert sorted(every) == list(range(len(opt.params)))
+        assert len(slots.scales) == (len(spec.hidden) if spec.batchnorm else 0)
 
 
 @pytest.mark.parametrize(
     "options, recipe",
     [
-        (EVERY_OPTION, {"schedule": "onecycle", "lr": 0.1, "weight_decay": 1e-3}),
-        (EVERY_OPTION, {"schedule": "cosine", "lr": 0.1, "momentum": 0.0}),
-        ({"dropout": 0.3}, {"schedule": "step", "optimizer": "adam", "lr": 0.01, "gamma": 0.3}),
-        ({"loss": "mse"}, {"schedule": "onecycle", "optimizer": "adam", "lr": 0.01}),
+        ({}, {"optimizer": "adam", "lr": 0.01, "weight_decay": 1e-3}),
+        ({}, {"lr": 0.05, "weight_decay": 1e-3}),
+        ({**SMALL, **EVERY_OPTION}, {"schedule": "onecycle", "lr": 0.1, "weight_decay": 1e-3}),
+        ({**SMALL, **EVERY_OPTION}, {"schedule": "cosine", "lr": 0.1, "momentum": 0.0}),
+        (
+            {**SMALL, "dropout": 0.3},
+            {"schedule": "step", "optimizer": "adam", "lr": 0.01, "gamma": 0.3},
+        ),
+        ({**SMALL, "loss": "mse"}, {"schedule": "onecycle", "optimizer": "adam", "lr": 0.01}),
     ],
-    ids=["sgd-onecycle", "sgd-cosine", "adam-step", "adam-onecycle"],
+    ids=[
+        "adam-weight-decay",
+        "sgd-weight-decay",
+        "sgd-onecycle",
+        "sgd-cosine",
+        "adam-step",
+        "adam-onecycle",
+    ],
 )
-def test_training_matches_torch_modules_optimizers_and_schedulers(small_data, options, recipe):
+def test_training_equals_torch_modules_optimizers_and_schedulers_in_float64(
+    small_data, options, recipe
+):
     """Several steps of one run against torch.nn + torch.optim + torch.optim.lr_scheduler.
     (Adam is compared without batchnorm: the Linear bias before it has a zero gradient up to
     rounding, which Adam's normalisation would blow up into different noise.)"""
     epochs, per_epoch, b = 4, 3, 40
-    model_spec = ModelSpec(hidden=[32, 16], **options)
+    model_spec = ModelSpec(**options)
     spec = TrainSpec(epochs=epochs, step_size=1, **recipe)
     total = epochs * per_epoch
     seed = 5
-    model, _, trainer = engine(small_data, model_spec, spec, [seed], total_steps=total)
+    model, _, trainer = engine(
+        small_data, model_spec, spec, [seed], total_steps=total, dtype=torch.float64
+    )
     sizes = (small_data.num_features, small_data.num_classes)
     net = run_as_torch_net(model, 0, model_spec, sizes)
     if spec.optimizer == "sgd":
@@ -205,6 +270,7 @@ def test_training_matches_torch_modules_optimizers_and_schedulers(small_data, op
     else:
         opt = torch.optim.Adam(net.parameters(), spec.lr, weight_decay=spec.weight_decay)
     scheduler = {
+        "constant": lambda: None,
         "onecycle": lambda: torch.optim.lr_scheduler.OneCycleLR(opt, spec.lr, total_steps=total),
         "cosine": lambda: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total),
         "step": lambda: torch.optim.lr_scheduler.StepLR(opt, spec.step_size, spec.gamma),
@@ -214,19 +280,19 @@ def test_training_matches_torch_modules_optimizers_and_schedulers(small_data, op
         train(trainer, [idx])
         masks.set_next(net, b)
         opt.zero_grad()
-        x, y = small_data.train_x[idx[0]].float() / 255, small_data.train_y[idx[0]]
+        x, y = small_data.train_x[idx[0]].double() / 255, small_data.train_y[idx[0]]
         objective(model_spec, net(x), y).backward()
         opt.step()
-        if spec.schedule != "step" or (step + 1) % per_epoch == 0:
+        if scheduler is not None and (spec.schedule != "step" or (step + 1) % per_epoch == 0):
             scheduler.step()
     lins, bns = of_type(net, nn.Linear), of_type(net, nn.BatchNorm1d)
     for lin, w, bias in zip(lins, model.weights, model.biases, strict=True):
-        torch.testing.assert_close(w[0].T, lin.weight, rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(bias[0, 0], lin.bias, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(w[0].T, lin.weight, **EXACT)
+        torch.testing.assert_close(bias[0, 0], lin.bias, **EXACT)
     for i, bn in enumerate(bns):
-        torch.testing.assert_close(model.scales[i][0, 0], bn.weight, rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(model.shifts[i][0, 0], bn.bias, rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(model.running_vars[i][0, 0], bn.running_var)
+        torch.testing.assert_close(model.scales[i][0, 0], bn.weight, **EXACT)
+        torch.testing.assert_close(model.shifts[i][0, 0], bn.bias, **EXACT)
+        torch.testing.assert_close(model.running_vars[i][0, 0], bn.running_var, **EXACT)
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
@@ -249,7 +315,8 @@ def test_schedules_match_torchs_schedulers(name, optimizer):
         "cosine": lambda: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total),
         "onecycle": lambda: torch.optim.lr_scheduler.OneCycleLR(opt, spec.lr, total_steps=total),
     }[name]()
-    mine = Optimizer([], [], spec, total_steps=total)
+    tiny = StackedMLP(ModelSpec(hidden=[1]), [0], (1, 2), "cpu")
+    mine = Optimizer(tiny, spec, total_steps=total)
     lrs = []
     for step in range(total):
         mine.begin_step()
@@ -262,7 +329,7 @@ def test_schedules_match_torchs_schedulers(name, optimizer):
         if scheduler is not None and (name != "step" or (step + 1) % per_epoch == 0):
             scheduler.step()
     assert (len(set(lrs)) == 1) == (name == "constant")
-    untimed = Optimizer([], [], spec)  # no total steps given: a constant learning rate
+    untimed = Optimizer(tiny, spec)  # no total steps given: a constant learning rate
     untimed.begin_step()
     assert untimed.lr == spec.lr
 

@@ -1,12 +1,18 @@
 """Running a study: everything lands in the store, interrupted studies resume, data is honest."""
 
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
+import reference
+import torch
+from scipy import stats
 
 from noisebench.errors import DataUnavailable, NoisebenchError
-from noisebench.runner import run_study
+from noisebench.noise import make_noise
+from noisebench.runner import changed_share, run_study
 from noisebench.store import Store
 from noisebench.study import parse_study, plan
 from noisebench.summary import final_table
@@ -68,6 +74,60 @@ def test_label_noise_runs_keep_which_examples_were_changed(finished):
     assert (examples[0] != examples[1]).mean() > 0.05  # level 0.5 visibly differs from clean
 
 
+def test_the_stored_assigned_labels_are_the_labels_the_run_trained_on(finished, sample_data):
+    """label_picked, label_original and label_assigned rebuild the run's training labels:
+    plain torch trained on them (tests/reference.py) records the run's stored numbers."""
+    with Store(finished) as store:
+        run = next(r for r in store.runs() if r["setup"] == "label noise" and r["seed"] == 0)
+        arrays = {
+            k: store.array(run["run_id"], f"label_{k}") for k in ("picked", "original", "assigned")
+        }
+        stored = [e for e in store.epochs() if e["run_id"] == run["run_id"]]
+    picked = torch.from_numpy(arrays["picked"]).long()
+    assigned = torch.from_numpy(arrays["assigned"]).long()
+    clean = sample_data.train_y
+    assert torch.equal(torch.from_numpy(arrays["original"]).long(), clean[picked])
+    kept = int((assigned == clean[picked]).sum())  # uniform noise keeps the label 1 time in 10
+    assert stats.binomtest(kept, len(picked), 0.1).pvalue > 1e-4
+    labels = clean.clone()
+    labels[picked] = assigned
+    spec = next(r for r in plan(small_study()) if r.run_id == run["run_id"])
+    expected = reference.train_run(spec, sample_data, labels)
+    on_clean_labels = reference.train_run(spec, sample_data)
+    assert len(stored) == len(expected) == 2
+    for mine, theirs, clean_run in zip(stored, expected, on_clean_labels, strict=True):
+        assert mine["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-5)
+        assert mine["train_acc"] == theirs["train_acc"] != clean_run["train_acc"]
+        assert mine["test_acc"] == theirs["test_acc"]
+
+
+def test_changed_share_counts_the_replaced_pixels_whose_value_changes(small_data):
+    def images(value: int):
+        return replace(small_data, train_x=torch.full_like(small_data.train_x, value))
+
+    n = 200 * 784
+    salt_pepper = make_noise("pixels.saltpepper", {"salt": 0.3})  # at level 1: every pixel
+    for value, changes in ((0, 0.3), (255, 0.7)):  # black: only salt; white: only pepper
+        low, high = stats.binom.interval(1 - 1e-4, n, changes)
+        assert low / n <= changed_share(salt_pepper, images(value), samples=200) <= high / n
+    from_data = make_noise("pixels.replace")  # values drawn from the training pixels
+    from_data.fit(images(0).train_x)
+    assert changed_share(from_data, images(0), samples=200) == 0.0
+
+
+def test_a_study_stores_the_share_of_replaced_pixels_that_change(finished, sample_data):
+    """pixels.replace draws values from the training set's pixels: a pixel of value v changes
+    unless the draw is v, so the share is 1 − Σ_v q_v·p_v (q: the 2,000 measured images,
+    p: all training images)."""
+    with Store(finished) as store:
+        shares = store.meta()["changed_share"]
+    assert set(shares) == {"pixel noise"}
+    measured = np.bincount(sample_data.train_x[:2000].numpy().ravel(), minlength=256)
+    every = np.bincount(sample_data.train_x.numpy().ravel(), minlength=256)
+    expected = 1 - (measured / measured.sum()) @ (every / every.sum())
+    assert shares["pixel noise"] == pytest.approx(expected, abs=3e-3)  # 1.6 M draws: σ ≈ 4e-4
+
+
 def test_summary_puts_the_clean_baseline_at_level_zero_of_every_setup(finished):
     rows = table(finished)
     assert [(s, lv) for s, lv, *_ in rows] == [
@@ -89,10 +149,8 @@ def test_rerunning_into_a_finished_directory_trains_nothing(finished):
 
 def test_an_interrupted_study_resumes_to_the_same_table(finished, tmp_path):
     out = tmp_path / "interrupted"
-    calls = {"n": 0}
 
-    def interrupt_in_second_pack(done: int, total: int, text: str) -> None:
-        calls["n"] += 1
+    def interrupt_in_second_pack(done: int, total: int, _text: str) -> None:
         if done > total * 0.45:
             raise KeyboardInterrupt
 
@@ -117,7 +175,8 @@ def test_a_different_study_cannot_write_into_existing_results(finished):
     assert (finished / "results.sqlite").stat().st_mtime == before
 
 
-def test_default_dataset_falls_back_to_the_sample_loudly(isolated_data_env, tmp_path):
+@pytest.mark.usefixtures("isolated_data_env")
+def test_default_dataset_falls_back_to_the_sample_loudly(tmp_path):
     warnings = []
     study = small_study(seeds=[0], levels=[0.0], train={"epochs": 1})
     run_study(study, tmp_path / "fb", warn=warnings.append)
@@ -128,7 +187,8 @@ def test_default_dataset_falls_back_to_the_sample_loudly(isolated_data_env, tmp_
     assert meta["dataset_requested"] == "mnist"
 
 
-def test_a_named_dataset_never_falls_back_and_nothing_is_written(isolated_data_env, tmp_path):
+@pytest.mark.usefixtures("isolated_data_env")
+def test_a_named_dataset_never_falls_back_and_nothing_is_written(tmp_path):
     with pytest.raises(DataUnavailable, match="'mnist' is not available offline"):
         run_study(small_study(), tmp_path / "named", dataset="mnist")
     assert not (tmp_path / "named").exists()

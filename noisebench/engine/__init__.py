@@ -24,13 +24,16 @@ What a step costs, and why it is written this way (bench/PERFORMANCE.md has the 
   when idle. Single-threaded ops also make a run's numbers bit-identical whatever its pack
   (alone, or in a pack of any size or shard count), and checkpoints resume across them.
 - The model and training options (ModelSpec.batchnorm, dropout, loss; TrainSpec.schedule) are
-  branches off this path, by hand as well (norm.py, trainer.py, optimizer.py); when they are
+  branches off this path, by hand as well (norm.py, backward.py, optimizer.py); when they are
   off, a step runs exactly the operations it ran before they existed.
 
 Modules, in the order data flows: trainset (what each run trains on: hold-out, balanced
-subset, its labels), model, optimizer, trainer (one shard's step), threads (shards), measure
-(per-epoch and after-training measurements), stopping (early stopping, accuracy targets),
-pack (build, epochs, checkpoints), timing (for bench/).
+subset, its labels), inputs (each step's batch, pixel noise applied), model (the stacked MLP
+and its evaluation), norm (batchnorm), backward (the losses and the backward pass), optimizer
+(SGD, Adam, schedules), trainer (one shard's step: forward, loss gradient, backward, update),
+threads (shards), metrics (calibration, robustness, label issues, memorisation of a trained
+pack), measure (what is measured when, per epoch and after training), stopping (early
+stopping, accuracy targets), pack (build, epochs, checkpoints), timing (for bench/).
 """
 
 from .model import BYTE, StackedMLP, evaluate, parameter_count

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import analysis, seeding
+from .. import seeding
 from ..data import Dataset
 from ..study import AnalysisSpec
+from . import metrics
 from .model import StackedMLP, evaluate
 from .trainset import RunTrainSet
 
@@ -99,7 +100,7 @@ def epoch_metrics(
 ) -> list[dict[str, float]]:
     """Per run of `model` (a shard): calibration on the test set, validation loss and
     accuracy, and how its watched training examples are fitted, on clean inputs."""
-    _, ece = analysis.calibration(model, sets.test_x, sets.test_y, bins=spec.calibration_bins)
+    _, ece = metrics.calibration(model, sets.test_x, sets.test_y, bins=spec.calibration_bins)
     out = [{"test_ece": float(e)} for e in ece]
     if sets.valid_x is not None:
         loss, acc, _ = evaluate(model, sets.valid_x, sets.valid_y)
@@ -109,7 +110,7 @@ def epoch_metrics(
         return out
     for seen in _seen(sets.train_x, trains, sets.watched):
         part = model.rows(seen.start, seen.stop)
-        split = analysis.memorisation_split(part, seen.x, seen.given, seen.true, seen.corrupted)
+        split = metrics.memorisation_split(part, seen.x, seen.given, seen.true, seen.corrupted)
         for i, r in enumerate(range(seen.start, seen.stop)):
             out[r]["train_clean_acc"] = float(split["train_acc"][i])
             if trains[r].label_noise is not None:
@@ -158,9 +159,9 @@ def final_metrics(
     eps = spec.fgsm_eps
     if eps:
         x, y = _attacked(sets, spec)
-        fgsm = analysis.fgsm_accuracy(_detached(model), x, y, [0.0, *eps])  # ε = 0: unperturbed
+        fgsm = metrics.fgsm_accuracy(_detached(model), x, y, [0.0, *eps])  # ε = 0: unperturbed
         gens = [seeding.generator(s, "random-sign", x.device) for s in seeds]
-        rand = analysis.random_sign_accuracy(model, x, y, eps, gens)
+        rand = metrics.random_sign_accuracy(model, x, y, eps, gens)
         for r, row in enumerate(out):
             row["attacked_acc"] = float(fgsm[r, 0])
             row |= {f"fgsm@{e:g}": float(v) for e, v in zip(eps, fgsm[r, 1:], strict=True)}
@@ -173,10 +174,10 @@ def final_metrics(
     for seen in _seen(sets.train_x, [trains[r] for r in noisy], None):
         runs = noisy[seen.start : seen.stop]
         part = _runs_of(model, runs)
-        confidence = analysis.given_label_confidence(part, seen.x, seen.given)
-        flagged = analysis.flag_label_issues(confidence, seen.given, num_classes)
-        quality = analysis.flag_quality(flagged, seen.corrupted)
-        at_k = analysis.precision_at_k(confidence, seen.corrupted)
+        confidence = metrics.given_label_confidence(part, seen.x, seen.given)
+        flagged = metrics.flag_label_issues(confidence, seen.given, num_classes)
+        quality = metrics.flag_quality(flagged, seen.corrupted)
+        at_k = metrics.precision_at_k(confidence, seen.corrupted)
         for i, r in enumerate(runs):
             out[r] |= {f"issues_{k}": float(v[i]) for k, v in quality.items()}
             out[r]["issues_precision_at_k"] = float(at_k[i])

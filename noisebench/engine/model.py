@@ -20,13 +20,6 @@ ACT_INPLACE: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "sigmoid": torch.Tensor.sigmoid_,
     "tanh": torch.Tensor.tanh_,
 }
-# Gradient through the activation, in place in g, from its output a: relu' = [a > 0],
-# sigmoid' = a(1 - a), tanh' = 1 - a^2.
-ACT_BACKWARD: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "relu": lambda g, a: torch.ops.aten.threshold_backward.grad_input(g, a, 0, grad_input=g),
-    "sigmoid": lambda g, a: torch.ops.aten.sigmoid_backward.grad_input(g, a, grad_input=g),
-    "tanh": lambda g, a: torch.ops.aten.tanh_backward.grad_input(g, a, grad_input=g),
-}
 BYTE = 1.0 / 255.0  # inputs are raw bytes; this scale is folded into the first layer
 
 
@@ -48,14 +41,14 @@ class StackedMLP:
     With batchnorm, each hidden layer i also has scales[i] and shifts[i] (trained) and
     running_means[i] and running_vars[i] (buffers), all [R, 1, out]; the model's outputs
     (`__call__`, `logits_of_bytes`) are those of evaluation: running statistics, no dropout.
-    `dropout` and `loss` are applied by the Trainer."""
+    Dropout and the loss are applied in training only, by the Trainer."""
 
     def __init__(self, spec: ModelSpec, seeds: list[int], sizes: tuple[int, int], device):
         sizes_all = [sizes[0], *spec.hidden, sizes[1]]
         gens = [seeding.generator(s, "init") for s in seeds]
         self.activation = spec.activation
         self.act = ACTIVATIONS[spec.activation]
-        self.batchnorm, self.dropout, self.loss = spec.batchnorm, spec.dropout, spec.loss
+        self.batchnorm, self.dropout = spec.batchnorm, spec.dropout
         self.weights: list[torch.Tensor] = []
         self.biases: list[torch.Tensor] = []
         for fan_in, fan_out in zip(sizes_all[:-1], sizes_all[1:], strict=True):
@@ -78,10 +71,7 @@ class StackedMLP:
 
     def parameters(self) -> list[torch.Tensor]:
         """What the optimizer trains: weights, biases, then batchnorm scales and shifts."""
-        return [*self.weights, *self.biases, *self.norm_parameters()]
-
-    def norm_parameters(self) -> list[torch.Tensor]:
-        return [*self.scales, *self.shifts]
+        return [*self.weights, *self.biases, *self.scales, *self.shifts]
 
     def buffers(self) -> list[torch.Tensor]:
         """State that is not trained but kept: batchnorm's running means and variances."""

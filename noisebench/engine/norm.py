@@ -1,4 +1,5 @@
-"""Batch normalisation of a pack's hidden layers, by hand (torch.nn.BatchNorm1d's semantics).
+"""Batch normalisation of a pack's hidden layers, by hand (torch.nn.BatchNorm1d's semantics);
+its backward is backward.batchnorm_.
 
 Every tensor is per run, [R, 1, H]: a run's statistics are taken over its own batch only, so
 stacking runs changes no run's numbers. Training normalises with the batch's mean and biased
@@ -42,21 +43,6 @@ def train_(
     # unbiased, as torch keeps it (a batch of one, which torch refuses, adds its zero variance)
     running_var.mul_(1 - MOMENTUM).add_(var, alpha=MOMENTUM * b / max(b - 1, 1))
     return invstd
-
-
-def backward_(
-    g: torch.Tensor, xhat: torch.Tensor, invstd: torch.Tensor, scale: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """In place, g = dL/dy [R, b, H] becomes dL/dz for y = scale·x̂(z) + shift; returns the
-    gradients of scale and shift [R, 1, H].
-
-    dL/dz = scale · invstd · (g − mean_b(g) − x̂ · mean_b(g · x̂))."""
-    b = g.shape[1]
-    dshift = g.sum(1, keepdim=True)
-    dscale = (g * xhat).sum(1, keepdim=True)
-    g.sub_(dshift, alpha=1.0 / b).addcmul_(xhat, dscale, value=-1.0 / b)
-    g.mul_(scale * invstd)
-    return dscale, dshift
 
 
 def _affine(scale, shift, running_mean, running_var) -> tuple[torch.Tensor, torch.Tensor]:

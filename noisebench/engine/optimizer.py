@@ -1,7 +1,9 @@
 """The fused optimizer: SGD with momentum or Adam over stacked parameters, by hand, and its
 learning-rate schedule."""
 
+import itertools
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -35,29 +37,46 @@ def schedule(spec: TrainSpec, total_steps: int, step: int) -> tuple[float, float
     return lr, momentum
 
 
-class Optimizer:
-    """SGD with momentum (torch.optim.SGD's update) or Adam (torch.optim.Adam's), per element.
+@dataclass(frozen=True)
+class Slots:
+    """Where each kind of parameter sits, layer by layer, in the optimizer's lists (`params`
+    and every state list): the order of StackedMLP.parameters(), which checkpoints keep."""
 
-    Both act elementwise, so stacking runs changes no run's update. For SGD the weight gradient
-    never exists on its own: `weight_grad_` adds it into the momentum buffer inside the matmul.
-    `norm`: further parameters (batchnorm's scales and shifts), whose gradients come whole
-    through `grad_`. The learning rate follows `spec.schedule` over `total_steps` optimizer
-    steps (None: a constant learning rate, whatever the schedule).
+    weights: range
+    biases: range
+    scales: range  # batchnorm's, per hidden layer (empty without batchnorm)
+    shifts: range
+
+    @classmethod
+    def of(cls, model: StackedMLP) -> "Slots":
+        kinds = (model.weights, model.biases, model.scales, model.shifts)
+        ends = list(itertools.accumulate(len(kind) for kind in kinds))
+        return cls(*(range(end - len(kind), end) for kind, end in zip(kinds, ends, strict=True)))
+
+
+class Optimizer:
+    """SGD with momentum (torch.optim.SGD's update) or Adam (torch.optim.Adam's), per element,
+    over every parameter of `model`.
+
+    Both act elementwise, so stacking runs changes no run's update. A step is `begin_step`,
+    the gradients (`linear_grad_` for each linear layer, `norm_grad_` for each batchnorm), then
+    `finish_step`. For SGD a linear layer's weight gradient never exists on its own: it is
+    added into the momentum buffer inside the matmul. The learning rate follows
+    `spec.schedule` over `total_steps` optimizer steps (None: a constant learning rate,
+    whatever the schedule).
     """
 
     def __init__(
         self,
-        weights: list[torch.Tensor],
-        biases: list[torch.Tensor],
+        model: StackedMLP,
         spec: TrainSpec,
         state: dict[str, list[torch.Tensor]] | None = None,
         *,
-        norm: list[torch.Tensor] | tuple[()] = (),
         total_steps: int | None = None,
     ):
         self.spec = spec
-        self.weights, self.biases = weights, biases
-        self.params = [*weights, *biases, *norm]
+        self.params = model.parameters()
+        self.slots = Slots.of(model)
         self.adam = spec.optimizer == "adam"
         self.step_count = 0
         self.total_steps = total_steps
@@ -72,11 +91,9 @@ class Optimizer:
     def rows(self, start: int, stop: int, model: StackedMLP) -> "Optimizer":
         """The optimizer of runs [start, stop), on `model` (their rows), sharing this state."""
         view = Optimizer(
-            model.weights,
-            model.biases,
+            model,
             self.spec,
             {name: [t[start:stop] for t in ts] for name, ts in self.state.items()},
-            norm=model.norm_parameters() if len(self.params) > 2 * len(self.weights) else (),
             total_steps=self.total_steps,
         )
         view.step_count = self.step_count
@@ -88,28 +105,31 @@ class Optimizer:
             assert self.total_steps is not None
             self.lr, self.momentum = schedule(self.spec, self.total_steps, self.step_count - 1)
 
-    def grad_(self, index: int, grad: torch.Tensor) -> None:
-        """Take in the whole gradient of params[index] (after the weights and biases)."""
-        if self.adam:
-            self.state["grads"][index].copy_(grad)
-        else:
-            self.state["momentum"][index].mul_(self.momentum).add_(grad)
-
-    def weight_grad_(self, layer: int, a: torch.Tensor, g: torch.Tensor, alpha: float = 1.0):
-        """Take in the gradient aᵀg·alpha of weights[layer] and its bias gradient Σ_b g
-        (g: [R, b, out]); `finish_step` applies them."""
-        nb = len(self.weights)
+    def linear_grad_(self, layer: int, a: torch.Tensor, g: torch.Tensor, alpha: float = 1.0):
+        """Take in the gradients of linear layer `layer` from its input a [R, b, in] and
+        g = dL/d(output) [R, b, out]: aᵀg·alpha for its weights, Σ_b g for its bias."""
+        weight, bias = self.slots.weights[layer], self.slots.biases[layer]
         if self.adam:
             grads = self.state["grads"]
-            torch.bmm(a.mT, g, out=grads[layer])
+            torch.bmm(a.mT, g, out=grads[weight])
             if alpha != 1.0:
-                grads[layer].mul_(alpha)
-            torch.sum(g, 1, keepdim=True, out=grads[nb + layer])
+                grads[weight].mul_(alpha)
+            torch.sum(g, 1, keepdim=True, out=grads[bias])
             return
-        m = self.momentum
         momentum = self.state["momentum"]
-        momentum[layer].baddbmm_(a.mT, g, beta=m, alpha=alpha)
-        momentum[nb + layer].mul_(m).add_(g.sum(1, keepdim=True))
+        momentum[weight].baddbmm_(a.mT, g, beta=self.momentum, alpha=alpha)
+        self._take_(bias, g.sum(1, keepdim=True))
+
+    def norm_grad_(self, layer: int, dscale: torch.Tensor, dshift: torch.Tensor) -> None:
+        """Take in the gradients of hidden layer `layer`'s batchnorm scale and shift."""
+        self._take_(self.slots.scales[layer], dscale)
+        self._take_(self.slots.shifts[layer], dshift)
+
+    def _take_(self, slot: int, grad: torch.Tensor) -> None:
+        if self.adam:
+            self.state["grads"][slot].copy_(grad)
+        else:
+            self.state["momentum"][slot].mul_(self.momentum).add_(grad)
 
     def finish_step(self) -> None:
         """Apply every parameter's update (all gradients of the step are in)."""

@@ -16,12 +16,14 @@ from .. import seeding
 from ..data import Dataset
 from ..noise import LabelNoiseResult
 from ..study import AnalysisSpec, RunSpec, TrainSpec
+from .backward import LOSSES
+from .inputs import pixel_groups, pixel_key
 from .measure import EvalSets, epoch_metrics, eval_sets, final_metrics
 from .model import StackedMLP, evaluate
 from .optimizer import Optimizer
 from .stopping import Stopping
 from .threads import SingleThreadedOps, Workers, shard_count
-from .trainer import Trainer, pixel_groups, pixel_key
+from .trainer import Trainer
 from .trainset import RunTrainSet, run_train_set, split_validation
 
 CHECKPOINT_FORMAT = 5
@@ -145,13 +147,8 @@ def build(
         runs[0].model, [r.seed for r in runs], (data.num_features, data.num_classes), device
     )
     steps = math.ceil(n_train / spec.batch_size)
-    optimizer = Optimizer(
-        model.weights,
-        model.biases,
-        spec,
-        norm=model.norm_parameters(),
-        total_steps=steps * spec.epochs,
-    )
+    optimizer = Optimizer(model, spec, total_steps=steps * spec.epochs)
+    loss = LOSSES[runs[0].model.loss]
     parts, fitted = [], {}
     for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
         rows = model.rows(start, stop)
@@ -159,7 +156,7 @@ def build(
         opt = optimizer.rows(start, stop, rows)
         seeds = [r.seed for r in runs[start:stop]]
         own = None if source is None else source[start:stop]
-        trainer = Trainer(rows, opt, train_x, labels[start:stop], groups, spec, seeds, own)
+        trainer = Trainer(rows, opt, loss, train_x, labels[start:stop], groups, seeds, own)
         parts.append(Shard(start, stop, rows, trainer))
     sets = eval_sets(data, valid_rows, n_train, analysis or AnalysisSpec(), device)
     return Pack(

@@ -74,13 +74,13 @@ def time_pack(
         best, best_noise, best_cpu = math.inf, math.inf, math.inf
         for _ in range(repeats):
             for shard in pack.shards:
-                shard.trainer.noise_s, shard.trainer.timing = 0.0, True
+                shard.trainer.inputs.noise_s, shard.trainer.inputs.timing = 0.0, True
             began = time.perf_counter()
             cpu = run(steps) / steps
             elapsed = (time.perf_counter() - began) / steps
             best_cpu = min(best_cpu, cpu)
             if elapsed < best:
-                noise = sum(s.trainer.noise_s for s in pack.shards) / len(pack.shards)
+                noise = sum(s.trainer.inputs.noise_s for s in pack.shards) / len(pack.shards)
                 best, best_noise = elapsed, noise / steps
         evaluate_pack(pack, workers, test_x, test_y)
         began = time.perf_counter()

@@ -1,4 +1,5 @@
-"""What noise does to trained models, measured on a whole pack of runs at once (issue #5).
+"""What noise does to trained models, measured on a whole pack of runs at once (measure.py
+says when and on which images).
 
 Every function takes a stacked model of R runs and returns one value per run (a leading run
 axis [R, ...]). The model is used only through `model.logits_of_bytes(x_uint8)` (no grad) and
@@ -13,21 +14,17 @@ evaluated alone (`random_sign_accuracy` too, when it is given one generator per 
 - memorisation_split: did it learn the noisy labels or the true ones?
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from .engine import StackedMLP
+from .model import StackedMLP
 
 CHUNK = 1000  # examples per chunk: R x CHUNK x F floats for the attacks
 
-# (pixels in [0, 1] [b, F], labels [b], slice of the chunk) -> step direction [R, b, F]
-Direction = Callable[[Tensor, Tensor, slice], Tensor]
+# (pixels in [0, 1] [b, F], labels [b]) -> step direction [R, b, F]
+Direction = Callable[[Tensor, Tensor], Tensor]
 
 
 def _runs(model: StackedMLP) -> int:
@@ -112,7 +109,7 @@ def _perturbed_accuracy(
         part = slice(start, start + chunk)
         x01 = x[part].float() / 255
         yb = y[part].to(x01.device)
-        step = direction(x01, yb, part)
+        step = direction(x01, yb)
         with torch.no_grad():
             for e, size in enumerate(eps):
                 logits = model(torch.add(x01, step, alpha=size).clamp_(0, 1))
@@ -128,7 +125,7 @@ def fgsm_accuracy(
     along its own gradient. eps = 0 gives the clean accuracy of `model(x01)`."""
     runs = _runs(model)
 
-    def gradient_sign(x01: Tensor, yb: Tensor, part: slice) -> Tensor:
+    def gradient_sign(x01: Tensor, yb: Tensor) -> Tensor:
         xr = x01.expand(runs, *x01.shape).clone().requires_grad_()
         with torch.enable_grad():
             logits = model(xr)  # [R, b, C]
@@ -158,7 +155,7 @@ def random_sign_accuracy(
     if not isinstance(generator, torch.Generator) and len(generator) != runs:
         raise ValueError(f"{len(generator)} generators for {runs} runs")
 
-    def random_sign(x01: Tensor, yb: Tensor, part: slice) -> Tensor:
+    def random_sign(x01: Tensor, _labels: Tensor) -> Tensor:
         if isinstance(generator, torch.Generator):
             u = torch.rand(runs, *x01.shape, generator=generator, device=generator.device)
         else:
@@ -243,7 +240,7 @@ def memorisation_split(
 
     `given` [R, N] are each run's training labels, `true` [N] the clean ones, `corrupted`
     [R, N] marks the examples whose label the noise changed."""
-    predicted = _per_example(model, x, chunk, lambda logits, part: logits.argmax(1))
+    predicted = _per_example(model, x, chunk, lambda logits, _: logits.argmax(1))
     given, true, corrupted = (t.to(predicted.device) for t in (given, true, corrupted))
     fits_given = predicted == given
     return {

@@ -1,13 +1,14 @@
-"""Measurements of trained packs: calibration, robustness, label-issue flagging, memorisation."""
+"""Measurements of trained packs (engine/metrics.py): calibration, robustness, label-issue
+flagging, memorisation."""
 
 import math
 
 import pytest
+import reference
 import torch
 import torch.nn.functional as F
 
-from noisebench import analysis
-from noisebench.engine import StackedMLP
+from noisebench.engine import StackedMLP, metrics
 from noisebench.study import ModelSpec
 
 NAN = float("nan")
@@ -83,10 +84,10 @@ def test_ece_of_a_constant_confidence_is_its_gap_to_accuracy():
     c = torch.tensor([[math.log(3), 0.0], [0.0, math.log(0.85 / 0.15)]])
     model = linear_model(torch.zeros(2, 2, 2), c)
     x, y = random_bytes(10, 2), torch.tensor([0, 1] * 5)
-    confidence, ece = analysis.calibration(model, x, y)
+    confidence, ece = metrics.calibration(model, x, y)
     torch.testing.assert_close(confidence, torch.tensor([0.75, 0.85], dtype=torch.float64))
     torch.testing.assert_close(ece, torch.tensor([0.25, 0.35], dtype=torch.float64))
-    conf, acc, count = analysis.reliability(model, x, y, bins=10)
+    conf, acc, count = metrics.reliability(model, x, y, bins=10)
     assert count.tolist() == [[0] * 7 + [10, 0, 0], [0] * 8 + [10, 0]]
     torch.testing.assert_close(conf[0, 7], torch.tensor(0.75, dtype=torch.float64))
     assert acc[0, 7].item() == acc[1, 8].item() == 0.5
@@ -95,10 +96,10 @@ def test_ece_of_a_constant_confidence_is_its_gap_to_accuracy():
 
 def test_ece_is_zero_when_confidence_matches_accuracy_in_every_bin():
     model, x, y = two_groups(0.7, 0.9, correct_a=7, correct_b=9)
-    confidence, ece = analysis.calibration(model, x, y)
+    confidence, ece = metrics.calibration(model, x, y)
     torch.testing.assert_close(confidence, torch.tensor([0.8], dtype=torch.float64))
     assert ece.item() == pytest.approx(0.0, abs=1e-6)
-    conf, acc, count = analysis.reliability(model, x, y, bins=15)
+    conf, acc, count = metrics.reliability(model, x, y, bins=15)
     lit = count[0].nonzero().flatten().tolist()
     assert lit == [10, 13] and count[0, lit].tolist() == [10, 10]  # (10/15, 11/15], (13/15, 1]
     torch.testing.assert_close(conf[0, lit], acc[0, lit])
@@ -107,17 +108,22 @@ def test_ece_is_zero_when_confidence_matches_accuracy_in_every_bin():
 def test_ece_adds_the_gaps_of_each_bin_so_opposite_gaps_do_not_cancel():
     # confidence 0.7 with accuracy 1.0, and 0.9 with 0.6: both 0.8 overall
     model, x, y = two_groups(0.7, 0.9, correct_a=10, correct_b=6)
-    assert analysis.calibration(model, x, y)[1].item() == pytest.approx(0.3, abs=1e-6)
-    assert analysis.calibration(model, x, y, bins=1)[1].item() == pytest.approx(0.0, abs=1e-6)
+    assert metrics.calibration(model, x, y)[1].item() == pytest.approx(0.3, abs=1e-6)
+    assert metrics.calibration(model, x, y, bins=1)[1].item() == pytest.approx(0.0, abs=1e-6)
 
 
-def test_calibration_of_a_random_model_is_in_range_and_agrees_with_its_diagram():
+def test_calibration_of_a_random_model_is_plain_torchs_and_agrees_with_its_diagram():
     model, x = random_model(classes=4), random_bytes(200, 20)
     y = torch.arange(200) % 4
-    confidence, ece = analysis.calibration(model, x, y)
-    assert ((ece >= 0) & (ece <= 1)).all() and (ece > 0).all()
-    assert ((confidence > 0.25) & (confidence <= 1)).all()
-    conf, acc, count = analysis.reliability(model, x, y)
+    confidence, ece = metrics.calibration(model, x, y)
+    for r in range(3):  # the same in plain torch (tests/reference.py), run by run
+        with torch.no_grad():
+            top = reference.logits(reference.layers_of(model, r), x.float() / 255).softmax(1)
+        expected = reference.calibration_error(top.max(1).values, top.argmax(1) == y, bins=15)
+        assert ece[r].item() == pytest.approx(expected, abs=1e-6)
+        assert confidence[r].item() == pytest.approx(top.max(1).values.mean().item(), rel=1e-6)
+    assert len(set(ece.tolist())) == 3 and (ece > 0.01).all()  # runs differ; none calibrated
+    conf, acc, count = metrics.reliability(model, x, y)
     assert count.sum(1).tolist() == [200] * 3
     torch.testing.assert_close((conf.nan_to_num() * count).sum(1) / 200, confidence)
     torch.testing.assert_close((acc.nan_to_num() * count).sum(1) / 200, clean_accuracy(model, x, y))
@@ -130,9 +136,9 @@ def test_attacks_of_size_zero_give_the_clean_accuracy():
     model, x = random_model(), random_bytes(150, 20)
     y = torch.arange(150) % 4
     clean = clean_accuracy(model, x, y)
-    assert analysis.fgsm_accuracy(model, x, y, [0.0])[:, 0].tolist() == clean.tolist()
+    assert metrics.fgsm_accuracy(model, x, y, [0.0])[:, 0].tolist() == clean.tolist()
     gen = torch.Generator().manual_seed(0)
-    assert analysis.random_sign_accuracy(model, x, y, [0.0], gen)[:, 0].tolist() == clean.tolist()
+    assert metrics.random_sign_accuracy(model, x, y, [0.0], gen)[:, 0].tolist() == clean.tolist()
 
 
 def test_fgsm_on_a_two_class_linear_model_is_the_worst_case_step_and_only_hurts_more():
@@ -143,7 +149,7 @@ def test_fgsm_on_a_two_class_linear_model_is_the_worst_case_step_and_only_hurts_
     model, x = linear_model(a, c), random_bytes(300, 6)
     y = (torch.arange(300) * 7 % 3 == 0).long()
     eps = [0.0, 0.02, 0.05, 0.1, 0.2, 0.4]
-    got = analysis.fgsm_accuracy(model, x, y, eps)
+    got = metrics.fgsm_accuracy(model, x, y, eps)
     x01 = x.float() / 255
     for r in range(2):
         toward_y = (a[r, :, 1] - a[r, :, 0]).sign() * (2 * y[:, None] - 1)  # [N, F]
@@ -160,8 +166,8 @@ def test_fgsm_hurts_a_trained_model_more_than_random_signs_of_the_same_size(trai
     eps = [0.05, 0.1, 0.2]
     clean = clean_accuracy(model, x, y)
     assert (clean > 0.7).all()
-    fgsm = analysis.fgsm_accuracy(model, x, y, eps)
-    noise = analysis.random_sign_accuracy(model, x, y, eps, torch.Generator().manual_seed(0))
+    fgsm = metrics.fgsm_accuracy(model, x, y, eps)
+    noise = metrics.random_sign_accuracy(model, x, y, eps, torch.Generator().manual_seed(0))
     assert (fgsm < noise).all()
     assert (fgsm[:, 1] < clean - 0.3).all()  # worst-case steps of 0.1 break most answers
     assert (noise[:, 0] > clean - 0.1).all()  # random ones of 0.05 barely matter
@@ -172,29 +178,29 @@ def test_random_signs_are_reproducible_from_their_generator(trained):
     eps = [0.3, 0.6]
 
     def with_seed(seed):
-        return analysis.random_sign_accuracy(model, x, y, eps, torch.Generator().manual_seed(seed))
+        return metrics.random_sign_accuracy(model, x, y, eps, torch.Generator().manual_seed(seed))
 
     assert torch.equal(with_seed(1), with_seed(1))
     assert not torch.equal(with_seed(1), with_seed(2))
     with pytest.raises(ValueError, match="3 generators for 2 runs"):
-        analysis.random_sign_accuracy(model, x, y, eps, [torch.Generator()] * 3)
+        metrics.random_sign_accuracy(model, x, y, eps, [torch.Generator()] * 3)
 
 
 # --- every run's numbers are its own, whatever the pack or chunk -----------------------------
 
 
-def measure_all(model: StackedMLP, x, y, labels, corrupted, chunk=analysis.CHUNK, seed=10):
+def measure_all(model: StackedMLP, x, y, labels, corrupted, chunk=metrics.CHUNK, seed=10):
     runs = model.weights[0].shape[0]
     gens = [torch.Generator().manual_seed(seed + r) for r in range(runs)]
     eps = [0.0, 0.1, 0.3]
-    conf, acc, count = analysis.reliability(model, x, y, chunk=chunk)
+    conf, acc, count = metrics.reliability(model, x, y, chunk=chunk)
     return {
-        "calibration": torch.stack(analysis.calibration(model, x, y, chunk=chunk), 1),
+        "calibration": torch.stack(metrics.calibration(model, x, y, chunk=chunk), 1),
         "reliability": torch.stack([conf, acc, count], 1).nan_to_num(-1),
-        "fgsm": analysis.fgsm_accuracy(model, x, y, eps, chunk=chunk),
-        "random": analysis.random_sign_accuracy(model, x, y, eps, gens, chunk=chunk),
-        "confidence": analysis.given_label_confidence(model, x, labels, chunk=chunk),
-        **analysis.memorisation_split(model, x, labels, y, corrupted, chunk=chunk),
+        "fgsm": metrics.fgsm_accuracy(model, x, y, eps, chunk=chunk),
+        "random": metrics.random_sign_accuracy(model, x, y, eps, gens, chunk=chunk),
+        "confidence": metrics.given_label_confidence(model, x, labels, chunk=chunk),
+        **metrics.memorisation_split(model, x, labels, y, corrupted, chunk=chunk),
     }
 
 
@@ -230,7 +236,7 @@ def test_each_run_gets_the_numbers_it_gets_alone(pack):
 
 def test_self_confidence_is_the_softmax_probability_of_each_runs_given_label(pack):
     model, x, _, labels, _ = pack
-    got = analysis.given_label_confidence(model, x, labels, chunk=10)
+    got = metrics.given_label_confidence(model, x, labels, chunk=10)
     probabilities = torch.softmax(model.logits_of_bytes(x), -1)  # [R, N, C]
     torch.testing.assert_close(got, probabilities.gather(2, labels.unsqueeze(2)).squeeze(2))
     assert (got[0] != got[1]).any()
@@ -253,13 +259,13 @@ def oracle_pack():
 
 def test_a_model_sure_of_the_true_classes_flags_exactly_the_corrupted_labels():
     model, x, given, _, corrupted = oracle_pack()
-    confidence = analysis.given_label_confidence(model, x, given)
-    flagged = analysis.flag_label_issues(confidence, given, num_classes=4)
+    confidence = metrics.given_label_confidence(model, x, given)
+    flagged = metrics.flag_label_issues(confidence, given, num_classes=4)
     assert torch.equal(flagged[[0, 2]], corrupted[[0, 2]])
-    quality = analysis.flag_quality(flagged[[0, 2]], corrupted[[0, 2]])
+    quality = metrics.flag_quality(flagged[[0, 2]], corrupted[[0, 2]])
     assert quality["precision"].tolist() == quality["recall"].tolist() == [1.0, 1.0]
     assert quality["flagged_share"].tolist() == [2 / 16, 4 / 16]
-    assert analysis.precision_at_k(confidence[[0, 2]], corrupted[[0, 2]]).tolist() == [1.0, 1.0]
+    assert metrics.precision_at_k(confidence[[0, 2]], corrupted[[0, 2]]).tolist() == [1.0, 1.0]
 
 
 def test_flags_are_the_examples_below_their_given_classs_mean_self_confidence():
@@ -267,13 +273,13 @@ def test_flags_are_the_examples_below_their_given_classs_mean_self_confidence():
     labels = torch.tensor([[0, 0, 0, 1, 1, 2, 2], [0, 0, 0, 1, 1, 2, 2]])
     # run 0 class means: 0.6, 0.5, 0.5; run 1 fits every label equally: nothing to tell apart
     expected = [[False, False, True, False, False, True, False], [False] * 7]
-    assert analysis.flag_label_issues(confidence, labels, 3).tolist() == expected
+    assert metrics.flag_label_issues(confidence, labels, 3).tolist() == expected
 
 
 def test_flag_quality_counts_hits_and_is_nan_when_undefined():
     flagged = torch.tensor([[True, True, False, False], [False] * 4, [True, False, False, False]])
     corrupted = torch.tensor([[True, False, True, False], [True, False, False, False], [False] * 4])
-    quality = analysis.flag_quality(flagged, corrupted)
+    quality = metrics.flag_quality(flagged, corrupted)
     assert quality["precision"].tolist()[::2] == [0.5, 0.0] and quality["precision"][1].isnan()
     assert quality["recall"].tolist()[:2] == [0.5, 0.0] and quality["recall"][2].isnan()
     assert quality["flagged_share"].tolist() == [0.5, 0.0, 0.25]
@@ -284,7 +290,7 @@ def test_precision_at_k_looks_at_as_many_lowest_confidences_as_there_are_corrupt
     corrupted = torch.tensor(
         [[True, False, False, True], [True, True, False, False], [False] * 4, [False, True] * 2]
     )
-    got = analysis.precision_at_k(confidence, corrupted)
+    got = metrics.precision_at_k(confidence, corrupted)
     assert got[[0, 1, 3]].tolist() == [0.5, 1.0, 0.5] and got[2].isnan()
 
 
@@ -297,18 +303,18 @@ def test_a_briefly_trained_model_ranks_the_corrupted_labels_lowest_until_it_memo
     wrong = (true + torch.randint(1, 10, (2, len(x)), generator=gen)) % 10
     given = torch.where(corrupted, wrong, true)
     model = train(StackedMLP(ModelSpec(hidden=[32]), [0, 1], (784, 10), "cpu"), x, given, 10)
-    confidence = analysis.given_label_confidence(model, x, given)
-    quality = analysis.flag_quality(analysis.flag_label_issues(confidence, given, 10), corrupted)
-    early = analysis.precision_at_k(confidence, corrupted)
+    confidence = metrics.given_label_confidence(model, x, given)
+    quality = metrics.flag_quality(metrics.flag_label_issues(confidence, given, 10), corrupted)
+    early = metrics.precision_at_k(confidence, corrupted)
     assert (early > 0.75).all()  # chance: 0.4
     assert (quality["precision"] > 0.6).all() and (quality["recall"] > 0.85).all()
-    split = analysis.memorisation_split(model, x, given, true, corrupted)
+    split = metrics.memorisation_split(model, x, given, true, corrupted)
     assert (split["true_fit"] > split["noisy_fit"] + 0.4).all()
     train(model, x, given, 60)  # 640 examples: the noisy labels get learnt by heart
-    split = analysis.memorisation_split(model, x, given, true, corrupted)
+    split = metrics.memorisation_split(model, x, given, true, corrupted)
     assert (split["noisy_fit"] > 0.9).all() and (split["true_fit"] < 0.1).all()
-    confidence = analysis.given_label_confidence(model, x, given)
-    assert (analysis.precision_at_k(confidence, corrupted) < early - 0.2).all()
+    confidence = metrics.given_label_confidence(model, x, given)
+    assert (metrics.precision_at_k(confidence, corrupted) < early - 0.2).all()
 
 
 # --- memorisation --------------------------------------------------------------------------
@@ -316,7 +322,7 @@ def test_a_briefly_trained_model_ranks_the_corrupted_labels_lowest_until_it_memo
 
 def test_memorisation_split_of_hand_built_runs():
     model, x, given, true, corrupted = oracle_pack()
-    split = analysis.memorisation_split(model, x, given, true, corrupted, chunk=5)
+    split = metrics.memorisation_split(model, x, given, true, corrupted, chunk=5)
     # run 0 predicts the truth; run 1 says 0: right for the corrupted example 3 (given 0) and
     # clean examples 4, 8, 12, and the truth of the corrupted example 0
     assert split["noisy_fit"].tolist() == [0.0, 0.5, 0.0]
@@ -324,6 +330,6 @@ def test_memorisation_split_of_hand_built_runs():
     assert split["clean_fit"].tolist() == [1.0, 3 / 14, 1.0]
     assert split["train_acc"].tolist() == [14 / 16, 4 / 16, 12 / 16]
     clean = torch.zeros_like(corrupted)
-    alone = analysis.memorisation_split(model, x, true.expand(3, -1), true, clean)
+    alone = metrics.memorisation_split(model, x, true.expand(3, -1), true, clean)
     assert alone["noisy_fit"].isnan().all() and alone["true_fit"].isnan().all()
     assert alone["clean_fit"].tolist() == alone["train_acc"].tolist() == [1.0, 0.25, 1.0]

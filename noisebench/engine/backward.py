@@ -1,0 +1,93 @@
+"""The backward pass of a pack's MLPs, by hand and for every run at once: each piece turns
+the gradient of the mean loss with respect to its output into the gradient with respect to its
+input (and to its parameters). R runs, b examples, C classes, H units of a hidden layer.
+
+The pass starts at a loss. A loss takes the logits [R, C, b] (classes in the middle, as the
+forward pass makes them) and each run's labels [R, 1, b]; it adds every run's loss summed over
+the batch to `loss_sum` [R] (float64, summed over the epoch; added rather than returned, so a
+loss scales its sum in float64 as it adds it) and returns d(mean loss over the batch)/d(logits)
+[R, C, b].
+
+Adding a loss is one function here, its name in LOSSES and ModelSpec.loss, and one test
+against its torch objective (tests/test_model_options.py). Parameters shared by the runs (a q,
+a β) are bound to the function (functools.partial). A loss sees the whole shard at once:
+parameters that differ per run (a transition matrix [R, C, C] for loss correction) are tensors
+with the leading run axis, held by a callable object built for the shard's runs in pack.build,
+as their labels are. A per-example weight or mask [R, 1, b] (co-teaching) scales each
+example's term of both the sum and the gradient.
+
+The gradients of a linear layer's weight and bias, aᵀg and Σ_b g, are not formed here: the
+optimizer takes them straight into its state (optimizer.Optimizer.linear_grad_).
+"""
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+Loss = Callable[[Tensor, Tensor, Tensor], Tensor]  # (logits, labels, loss_sum) -> d/d(logits)
+
+
+def _minus_one(like: Tensor, labels: Tensor) -> Tensor:
+    """−1 at each label's place: scattered into probabilities, it subtracts the one-hot."""
+    return torch.full(labels.shape, -1.0, dtype=like.dtype, device=like.device)
+
+
+def cross_entropy(logits: Tensor, labels: Tensor, loss_sum: Tensor) -> Tensor:
+    """Softmax cross-entropy: loss_i = −log softmax(z_i)[y_i].
+
+    d(mean_i loss_i)/dz_i = (softmax(z_i) − onehot(y_i)) / b."""
+    b = logits.shape[2]
+    logp = torch.log_softmax(logits, dim=1)
+    loss_sum.sub_(logp.gather(1, labels).sum((1, 2)))
+    softmax = logp.exp_()
+    return softmax.scatter_add_(1, labels, _minus_one(softmax, labels)).mul_(1.0 / b)
+
+
+def sigmoid_mse(logits: Tensor, labels: Tensor, loss_sum: Tensor) -> Tensor:
+    """Squared error of s = sigmoid(z) against one-hot targets, averaged over the classes:
+    loss_i = Σ_c (s_ic − onehot_ic)² / C (torch.nn.MSELoss(sigmoid(z), one_hot)).
+
+    d(mean_i loss_i)/dz_ic = 2 (s_ic − onehot_ic) · s_ic (1 − s_ic) / (C b)."""
+    _, classes, b = logits.shape
+    s = torch.sigmoid(logits)
+    diff = s.scatter_add(1, labels, _minus_one(s, labels))
+    loss_sum.add_(diff.square().sum((1, 2)), alpha=1.0 / classes)
+    diff.mul_(2.0 / (classes * b))
+    return torch.ops.aten.sigmoid_backward.grad_input(diff, s, grad_input=diff)
+
+
+LOSSES: dict[str, Loss] = {"cross-entropy": cross_entropy, "mse": sigmoid_mse}
+
+# a = act(z): dL/dz from g = dL/da and the output a, in place in g:
+# relu' = [a > 0], sigmoid' = a (1 − a), tanh' = 1 − a².
+ACTIVATIONS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "relu": lambda g, a: torch.ops.aten.threshold_backward.grad_input(g, a, 0, grad_input=g),
+    "sigmoid": lambda g, a: torch.ops.aten.sigmoid_backward.grad_input(g, a, grad_input=g),
+    "tanh": lambda g, a: torch.ops.aten.tanh_backward.grad_input(g, a, grad_input=g),
+}
+
+
+def linear_input(g: Tensor, weight: Tensor, out: Tensor) -> Tensor:
+    """y = a·W + bias per run: dL/da = dL/dy · Wᵀ [R, b, in] from g = dL/dy [R, b, out]
+    and W [R, in, out], written into `out`."""
+    return torch.bmm(g, weight.mT, out=out)
+
+
+def dropout_(g: Tensor, mask: Tensor) -> Tensor:
+    """y = a · mask (inverted dropout: mask is 0 or 1/(1 − p)): dL/da = dL/dy · mask, in
+    place in g [R, b, H]."""
+    return g.mul_(mask)
+
+
+def batchnorm_(g: Tensor, xhat: Tensor, invstd: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
+    """In place, g = dL/dy [R, b, H] becomes dL/dz for y = scale·x̂(z) + shift; returns the
+    gradients of scale and shift [R, 1, H].
+
+    dL/dz = scale · invstd · (g − mean_b(g) − x̂ · mean_b(g · x̂))."""
+    b = g.shape[1]
+    dshift = g.sum(1, keepdim=True)
+    dscale = (g * xhat).sum(1, keepdim=True)
+    g.sub_(dshift, alpha=1.0 / b).addcmul_(xhat, dscale, value=-1.0 / b)
+    g.mul_(scale * invstd)
+    return dscale, dshift
