@@ -19,6 +19,7 @@ Metric names, after a prefix ("issues_" in-sample, "cv_issues_" out-of-sample):
 """
 
 import math
+import threading
 
 import numpy as np
 from cleanlab.count import estimate_py_and_noise_matrices_from_probabilities
@@ -36,6 +37,9 @@ FILTERS = (
 SCORES = ("self_confidence", "normalized_margin")
 SOURCES = {"in_sample": "issues_", "cv": "cv_issues_"}  # stored arrays' folder: metric prefix
 DEFAULT_FILTER, DEFAULT_SCORE = "prune_by_noise_rate", "self_confidence"
+# find_label_issues hands its per-class work to helpers through module globals (cleanlab 2.9,
+# filter.py), so two shard threads calling it at once overwrite each other's: one at a time.
+_CLEANLAB = threading.Lock()
 
 
 def _share(hit: np.ndarray, among: np.ndarray | None = None) -> float:
@@ -94,7 +98,8 @@ def find_issues(
     values = {"base_rate": _share(corrupted)}
     bits = np.zeros(len(given), dtype=np.uint8)
     for f, method in enumerate(FILTERS):
-        flagged = find_label_issues(given, probs, filter_by=method, n_jobs=1)
+        with _CLEANLAB:
+            flagged = find_label_issues(given, probs, filter_by=method, n_jobs=1)
         bits |= flagged.astype(np.uint8) << f
         quality = flag_quality(flagged, corrupted)
         values |= {f"{method}_{k}": v for k, v in quality.items()}
