@@ -39,7 +39,10 @@ def test_three_seeds_give_a_paired_t_interval_of_the_out_of_sample_gain():
     half = stats.t.ppf(0.975, 2) * 0.02 / math.sqrt(3) * 100  # sd of the gains: 2 points
     assert f"F1: +12 points ± {half:.0f} (paired over 3 seeds" in text
     assert "out-of-sample better" in text
-    assert "precision 80% ± 0 points (base rate 45% ± 0 points" in text and "AUROC 0.90 (chance 0.50)" in text
+    assert (
+        "precision 80% ± 0 points (base rate 45% ± 0 points" in text
+        and "AUROC 0.90 (chance 0.50)" in text
+    )
     f1 = section.table.query("source == 'out-of-sample' and statistic == 'f1'")
     assert f1["mean"].item() == pytest.approx(0.62) and f1.seeds.item() == 3
     assert set(section.table.method) == {"", "prune_by_noise_rate", "self_confidence"}
