@@ -157,3 +157,29 @@ def test_in_sample_probabilities_of_a_memorising_model_miss_what_out_of_sample_o
     assert got["issues_self_confidence_auroc"] < got["cv_issues_self_confidence_auroc"] - 0.1
     assert got["issues_recall"] < got["cv_issues_recall"] - 0.3
     assert got["cv_issues_precision"] > got["cv_issues_base_rate"] + 0.1
+
+
+def test_every_label_noise_gets_out_of_sample_label_issues(tmp_path):
+    shift = [[float(j == (i + 2) % 10) for j in range(10)] for i in range(10)]
+    setups = [
+        {"name": "uniform", "noise": "labels.uniform"},
+        {"name": "pairflip", "noise": "labels.pairflip"},
+        {"name": "matrix", "noise": "labels.matrix", "params": {"matrix": shift}},
+        {"name": "feature", "noise": "labels.feature", "params": {"reference_epochs": 1}},
+        {"name": "shuffle", "noise": "labels.shuffle"},
+    ]
+    spec = study(
+        levels=[0.4],
+        train_sizes=[300],
+        train={"epochs": 2},
+        analysis={"label_issues": "cv", "folds": 2, "fgsm_eps": [], "train_eval": 0},
+        setups=setups,
+    )
+    results = parse_study(spec).run(tmp_path, dataset="mnist-sample")
+    for setup in setups:
+        got = final(results, setup["name"])
+        assert got["cv_issues_base_rate"] == got["issues_base_rate"] > 0.2, setup["name"]
+        assert 0 <= got["cv_issues_self_confidence_auroc"] <= 1, setup["name"]  # 2 epochs
+        run_id = results.metrics("cv_issues_base_rate").query(f"setup == '{setup['name']}'")
+        frame = results.label_issues(run_id.run_id.item())
+        assert 0 < len(frame) <= 300 and frame.corrupted.any(), setup["name"]

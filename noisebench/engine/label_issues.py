@@ -20,6 +20,7 @@ Metric names, after a prefix ("issues_" in-sample, "cv_issues_" out-of-sample):
 
 import math
 import threading
+import warnings
 
 import numpy as np
 from cleanlab.count import estimate_py_and_noise_matrices_from_probabilities
@@ -98,7 +99,9 @@ def find_issues(
     values = {"base_rate": _share(corrupted)}
     bits = np.zeros(len(given), dtype=np.uint8)
     for f, method in enumerate(FILTERS):
-        with _CLEANLAB:
+        with _CLEANLAB, warnings.catch_warnings():
+            # "may not flag all label issues in class k": a class with few given labels
+            warnings.filterwarnings("ignore", "May not flag all", UserWarning)
             flagged = find_label_issues(given, probs, filter_by=method, n_jobs=1)
         bits |= flagged.astype(np.uint8) << f
         quality = flag_quality(flagged, corrupted)
