@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from noisebench import Results
+from noisebench import Results, crossval
 from noisebench.engine import train_pack
 from noisebench.engine.trainset import fold_rows, fold_split
 from noisebench.store import Store
@@ -183,3 +183,30 @@ def test_every_label_noise_gets_out_of_sample_label_issues(tmp_path):
         run_id = results.metrics("cv_issues_base_rate").query(f"setup == '{setup['name']}'")
         frame = results.label_issues(run_id.run_id.item())
         assert 0 < len(frame) <= 300 and frame.corrupted.any(), setup["name"]
+
+
+def test_a_study_stopped_before_its_folds_were_joined_resumes_to_the_same_numbers(
+    tmp_path, monkeypatch
+):
+    spec = parse_study(
+        study(
+            seeds=[0, 1],
+            levels=[0.5],
+            train_sizes=[300],
+            train={"epochs": 2},
+            setups=[{"name": "uniform", "noise": "labels.uniform"}],
+        )
+    )
+    whole = spec.run(tmp_path / "whole", dataset="mnist-sample").metrics("cv_issues%")
+    assert len(whole) > 0
+    with monkeypatch.context() as patch:  # stopped after training, before the join
+        patch.setattr(crossval, "join_folds", lambda *args: None)
+        spec.run(tmp_path / "stopped", dataset="mnist-sample")
+    folds = fold_runs(spec, plan(spec))
+    with Store(tmp_path / "stopped") as store:
+        assert store.metrics("cv_issues%") == []
+        store.delete_arrays([folds[0].run_id])  # and one fold model was never stored
+        assert crossval.unfinished(store, folds) == [folds[0]]
+    resumed = spec.run(tmp_path / "stopped", dataset="mnist-sample").metrics("cv_issues%")
+    columns = ["run_id", "name", "value"]
+    assert resumed[columns].equals(whole[columns])
