@@ -8,6 +8,7 @@ import torch
 from noisebench import Results, crossval
 from noisebench.engine import train_pack
 from noisebench.engine.trainset import fold_rows, fold_split
+from noisebench.errors import NoisebenchError
 from noisebench.store import Store
 from noisebench.study import fold_runs, parse_study, plan
 
@@ -135,6 +136,9 @@ def test_label_issues_returns_what_was_flagged_with_the_truth(noisy_study):
         assert len(flagged) / 4000 == pytest.approx(got[f"{prefix}flagged_share"])
         assert frame.position.is_monotonic_increasing and frame.position.max() < 4000
         assert frame.self_confidence.dtype == np.float32
+    assert noisy_study.label_issues(run_id).equals(noisy_study.label_issues(run_id, "cv"))
+    with pytest.raises(NoisebenchError, match="has no label issues stored"):
+        noisy_study.label_issues("0123456789abcdef")
     with Store.open_existing(noisy_study.directory, readonly=True) as store:
         left = store.db.execute("SELECT count(*) FROM arrays WHERE name LIKE 'fold/%'")
         assert left.fetchone()[0] == 0  # the fold models' probabilities were joined
