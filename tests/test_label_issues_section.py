@@ -40,7 +40,7 @@ def test_three_seeds_give_a_paired_t_interval_of_the_out_of_sample_gain():
     assert f"F1: +12 points ± {half:.0f} (paired over 3 seeds" in text
     assert "out-of-sample better" in text
     assert (
-        "precision 80% ± 0 points (base rate 45% ± 0 points" in text
+        "precision 80% ± 0 points (base rate 45%: the share" in text
         and "AUROC 0.90 (chance 0.50)" in text
     )
     f1 = section.table.query("source == 'out-of-sample' and statistic == 'f1'")

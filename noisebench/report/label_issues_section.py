@@ -105,7 +105,7 @@ def _difference(diff: pd.Series, what: str) -> str:
     mean, half = mean_ci(diff)
     if math.isnan(mean):
         return ""
-    points = f"{mean * 100:+.0f} points"
+    points = f"{round(mean * 100) + 0:+d} points"  # + 0: no "-0"
     if math.isnan(half):
         return f"out-of-sample minus in-sample {what}: {points} (one seed: no interval, no claim)"
     verdict = (
@@ -129,6 +129,7 @@ def _sentences(tidy: pd.DataFrame) -> list[str]:
         base = stat("in-sample", "base_rate")
         if math.isnan(base[0]):
             base = stat("out-of-sample", "base_rate")
+        base = (base[0], math.nan)  # the share the noise changed: a fact of each run, not a guess
         for source in SOURCES.values():
             precision = stat(source, f"{MAIN}_precision")
             if math.isnan(precision[0]) and math.isnan(stat(source, f"{MAIN}_recall")[0]):
