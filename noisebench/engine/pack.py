@@ -136,7 +136,9 @@ def build(
     runs = [runs_in[i] for i in order_in_pack]
     train_x = data.train_x.to(device)
     pool, valid_rows = split_validation(data, runs[0].validation)
-    trains = [run_train_set(run, data, pool if runs[0].validation else None) for run in runs]
+    parents: dict[str, RunTrainSet] = {}  # fold models' parent sets, drawn once per pack
+    pool = pool if runs[0].validation else None
+    trains = [run_train_set(run, data, pool, parents) for run in runs]
     sizes = {len(t.labels) for t in trains}
     assert len(sizes) == 1, "a pack's runs must have training sets of one size"
     n_train = sizes.pop()

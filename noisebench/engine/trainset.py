@@ -147,10 +147,17 @@ class RunTrainSet:
         return self.labels != self.true
 
 
-def run_train_set(run: RunSpec, data: Dataset, pool: torch.Tensor | None) -> RunTrainSet:
-    """The training set of `run`, drawn from the rows `pool` (None: every training row)."""
+def run_train_set(
+    run: RunSpec, data: Dataset, pool: torch.Tensor | None, parents: dict | None = None
+) -> RunTrainSet:
+    """The training set of `run`, drawn from the rows `pool` (None: every training row).
+    A fold model's parent set is drawn once per `parents` (a dict by run id): a pack's K fold
+    models of a run share it (labels.feature trains a reference model to draw it)."""
     if run.fold is not None:
-        return _fold_train_set(run, data, pool)
+        parents = {} if parents is None else parents
+        if run.parent.run_id not in parents:
+            parents[run.parent.run_id] = run_train_set(run.parent, data, pool)
+        return _fold_train_set(run, data, parents[run.parent.run_id])
     source = pool
     if run.train_size is not None:
         every = torch.arange(len(data.train_y)) if pool is None else pool
@@ -168,10 +175,9 @@ def run_train_set(run: RunSpec, data: Dataset, pool: torch.Tensor | None) -> Run
     return RunTrainSet(source, result.labels, true, result)
 
 
-def _fold_train_set(run: RunSpec, data: Dataset, pool: torch.Tensor | None) -> RunTrainSet:
+def _fold_train_set(run: RunSpec, data: Dataset, parent: RunTrainSet) -> RunTrainSet:
     """A fold model's training set: its parent's, with the same noisy labels, less one fold
     (stratified by the given labels, drawn from the run's seed)."""
-    parent = run_train_set(run.parent, data, pool)
     k, folds = run.fold
     split = fold_split(parent.labels, folds, data.num_classes, run.seed)
     trained, held_out = fold_rows(split, k, folds, run.seed)
