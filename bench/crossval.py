@@ -169,6 +169,7 @@ def main() -> int:
         "torch": torch.__version__,
         "platform": platform.platform(),
     }
+    out = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in out.items()}
     print(json.dumps(out, indent=2))
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")
