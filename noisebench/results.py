@@ -45,6 +45,42 @@ class Results:
         with Store.open_existing(self.directory, readonly=True) as store:
             return pd.DataFrame(store.metrics(name_like))
 
+    def label_issues(self, run_id: str, source: str | None = None) -> pd.DataFrame:
+        """The training labels cleanlab flagged in run `run_id`, from out-of-sample ("cv",
+        analysis.label_issues = "cv") or in-sample ("in_sample") probabilities (None: "cv"
+        where the study cross-validated, else "in_sample"): one row per
+        position of the run's training set that any filter flagged, a bool column per
+        cleanlab `filter_by`, the label quality scores (self_confidence, normalized_margin;
+        low: likely wrong) and `corrupted` (whether noisebench changed that label)."""
+        import numpy as np
+        import pandas as pd
+
+        from .engine.label_issues import FILTERS, SCORES, SOURCES
+
+        if source is not None and source not in SOURCES:
+            raise NoisebenchError(f"unknown source '{source}' (known: {', '.join(SOURCES)})")
+        wanted = [source] if source else ["cv", "in_sample"]
+        with Store.open_existing(self.directory, readonly=True) as store:
+            stored = {s: store.arrays_of(run_id, f"issues/{s}/") for s in wanted}
+            picked = store.array(run_id, "label_picked")
+            original = store.array(run_id, "label_original")
+            assigned = store.array(run_id, "label_assigned")
+        source = next((s for s in wanted if stored[s]), None)
+        if source is None:
+            raise NoisebenchError(
+                f"run {run_id} has no label issues stored ({' or '.join(wanted)})"
+            )
+        found = stored[source]
+        index = found[f"issues/{source}/index"]
+        frame = pd.DataFrame({"position": index})
+        for f, method in enumerate(FILTERS):
+            frame[method] = (found[f"issues/{source}/flags"] >> f) & 1 == 1
+        for score in SCORES:
+            frame[score] = found[f"issues/{source}/{score}"]
+        wrong = np.empty(0) if picked is None else picked[original != assigned]
+        frame["corrupted"] = np.isin(index, wrong)
+        return frame
+
     def summary(self) -> pd.DataFrame:
         """Final-epoch test metrics per setup × level: mean and 95 % CI half-width over seeds."""
         import pandas as pd

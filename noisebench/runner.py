@@ -16,16 +16,16 @@ import filelock
 import numpy as np
 import torch
 
-from . import __version__, seeding
+from . import __version__, crossval, seeding
 from .backends import Backend, PackJob, make_backend
 from .data import FOLDER_NAME, Dataset, is_image_folder, load_dataset
 from .engine.pack import CheckpointWarning
-from .engine.trainset import check_sizes, split_validation, train_set_size
+from .engine.trainset import check_folds, check_sizes, split_validation, train_set_size
 from .errors import DataError, DataUnavailable, NoisebenchError, StudyError, disk_full_is_one_line
 from .memory import check_fits
 from .noise import LabelNoise, PixelNoise, make_noise
 from .store import DB_NAME, STORE_VERSION, EmptyStore, Store
-from .study import RunSpec, Study, packs, plan
+from .study import RunSpec, Study, fold_runs, packs, plan
 
 FALLBACK = "mnist-sample"
 DEFAULT_DATASET = "mnist"
@@ -280,8 +280,8 @@ def changed_share(noise: PixelNoise, data: Dataset, samples: int = 2000) -> floa
 def _arrays(result) -> dict[str, np.ndarray]:
     ln = result.label_noise
     if ln is None:
-        return {}
-    return {
+        return result.arrays
+    return result.arrays | {
         "label_picked": ln.picked.numpy().astype(np.int32),
         "label_original": ln.original.numpy().astype(np.uint8),
         "label_assigned": ln.labels[ln.picked].numpy().astype(np.uint8),
@@ -322,10 +322,11 @@ def run_study(
             )
         runs = plan(study)
         check_sizes(runs, data)
+        check_folds(fold_runs(study, runs), data)
         check_noises(study, data)
         check_validation(study, data)
         if backend == "local":
-            check_memory(runs, study, data, dev)
+            check_memory([*runs, *fold_runs(study, runs)], study, data, dev)
         meta = _study_meta(study, choice, identity, fingerprint)
         disk_full = f"finished runs are stored: free space and rerun with --out {out} --resume"
         with disk_full_is_one_line(out, disk_full), _checkpoint_warnings_to(warn):
@@ -412,7 +413,10 @@ def _write_study(
         )
         finished = store.finished_ids()
         todo = [r for r in runs if r.run_id not in finished]
-        _train_all(todo, len(runs), study, data, dev, out, store, progress, trainer)
+        folds = fold_runs(study, runs)  # label_issues = "cv": models that are not runs
+        todo += crossval.unfinished(store, folds)
+        _train_all(todo, len(runs) + len(folds), study, data, dev, out, store, progress, trainer)
+        crossval.join_folds(store, folds, data.num_classes)
         store.export_csv(out / "results.csv")
         store.export_csv(out / "metrics.csv", metrics=True)
 
@@ -479,8 +483,12 @@ def _train_all(
         return
     ckpt_dir.mkdir(exist_ok=True)
     tracker = _StudyProgress(jobs, data, total - len(todo), total, progress)
+    folds = {r.run_id for r in todo if r.fold is not None}
     for outcome in trainer.train(jobs, data, dev, tracker.step):
         for result in outcome.results:
+            if result.run_id in folds:
+                crossval.store_fold(store, result.run_id, result.arrays)
+                continue
             store.finish_run(
                 result.run_id,
                 result.status,

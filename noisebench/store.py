@@ -257,6 +257,30 @@ class Store:
                 f"{self.path}: array '{name}' of {owner} is not a readable array"
             ) from None
 
+    def arrays_of(self, owner: str, prefix: str = "") -> dict[str, np.ndarray]:
+        """Every array of `owner` whose name starts with `prefix`, by name."""
+        rows = self.db.execute(
+            "SELECT name FROM arrays WHERE owner = ? AND substr(name, 1, ?) = ?",
+            (owner, len(prefix), prefix),
+        )
+        return {r["name"]: self.array(owner, r["name"]) for r in rows.fetchall()}
+
+    def add_final(self, run_id: str, values: dict[str, float], arrays: dict[str, np.ndarray]):
+        """Add metrics measured after a run finished (epoch 0) and arrays, in one transaction."""
+        with self.db:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO metrics VALUES (?, 0, ?, ?)",
+                [(run_id, k, v) for k, v in values.items()],
+            )
+            self.db.executemany(
+                "INSERT OR REPLACE INTO arrays VALUES (?, ?, ?)",
+                [(run_id, name, _encode(a)) for name, a in arrays.items()],
+            )
+
+    def delete_arrays(self, owners: Iterable[str]) -> None:
+        with self.db:
+            self.db.executemany("DELETE FROM arrays WHERE owner = ?", [(o,) for o in owners])
+
     def export_csv(self, path: str | Path, metrics: bool = False) -> Path:
         """Write the tidy per-run-per-epoch table (or with `metrics` the named metrics) as CSV."""
         import csv

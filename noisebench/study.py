@@ -1,5 +1,6 @@
 """Study files: a validated spec (TOML), the shipped presets, and the plan of runs and packs."""
 
+import dataclasses
 import hashlib
 import json
 import tomllib
@@ -21,7 +22,7 @@ from pydantic import (
 )
 
 from .errors import StudyError
-from .noise import NOISES, make_noise
+from .noise import NOISES, LabelNoise, make_noise
 
 if TYPE_CHECKING:
     from .results import Results
@@ -151,7 +152,20 @@ class AnalysisSpec(Spec):
     )
     # test images attacked (a fixed random subset; "all": the whole test set)
     robustness_examples: Annotated[int, Field(gt=0, le=MAX_COUNT)] | Literal["all"] = 2000
-    label_issues: bool = True
+    # finding the corrupted training labels with cleanlab (label_issues.py): True (or
+    # "in-sample"): from each run's own probabilities on its training set; "cv": from those
+    # and from out-of-sample ones, `folds` extra models per label-noise run, each trained on
+    # the other folds; False: not measured
+    label_issues: bool | Literal["in-sample", "cv"] = True
+    folds: Annotated[int, Field(ge=2, le=100)] = 5
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> Any:
+        """`folds` is left out unless cross-validated (see ModelSpec._dump)."""
+        dumped = handler(self)
+        if self.label_issues == "cv":
+            return dumped
+        return {k: v for k, v in dumped.items() if k != "folds"}
 
     @field_validator("fgsm_eps")
     @classmethod
@@ -239,6 +253,24 @@ class Study(Spec):
     def _stopping_needs_validation(self) -> "Study":
         if self.early_stopping is not None and self.validation == 0:
             raise ValueError("early_stopping needs a validation share (validation = 0.1)")
+        return self
+
+    @model_validator(mode="after")
+    def _folds_need_label_noise(self) -> "Study":
+        if self.analysis.label_issues != "cv":
+            return self
+        noises = [make_noise(s.noise, s.params) for s in self.setups]
+        if not any(isinstance(n, LabelNoise) for n in noises):
+            raise ValueError('analysis.label_issues = "cv" needs a setup with label noise')
+        for setup, noise in zip(self.setups, noises, strict=True):
+            if (
+                isinstance(noise, LabelNoise)
+                and type(noise).size_factor is not LabelNoise.size_factor
+            ):
+                raise ValueError(
+                    f"analysis.label_issues = \"cv\" cannot split setup '{setup.name}' "
+                    f"({setup.noise}) into folds: copies of one image would fall in several"
+                )
         return self
 
     @model_validator(mode="after")
@@ -433,6 +465,19 @@ class RunSpec:
         return dict(self.regime).get("stop_at_train_acc")
 
     @property
+    def fold(self) -> tuple[int, int] | None:
+        """(k, K) for a cross-validation model: it trains on every fold of its parent's
+        training set but fold k of K (label_issues = "cv"); None for a study's own runs."""
+        regime = dict(self.regime)
+        return (regime["fold"], regime["folds"]) if "fold" in regime else None
+
+    @property
+    def parent(self) -> "RunSpec":
+        """The run whose training set a fold model splits (itself for a study's own runs)."""
+        regime = tuple((k, v) for k, v in self.regime if k not in ("fold", "folds"))
+        return dataclasses.replace(self, regime=regime)
+
+    @property
     def size_factor(self) -> int:
         """N'/N: label noises like labels.dilution add examples."""
         if self.noise is None or self.level == 0:
@@ -460,7 +505,8 @@ class RunSpec:
     @property
     def pack_key(self) -> str:
         """Runs sharing this key train together: same architecture, recipe and batches."""
-        same = [self.model.model_dump(), self.train.model_dump(), self.regime, self.size_factor]
+        regime = tuple((k, v) for k, v in self.regime if k != "fold")  # all K folds together
+        same = [self.model.model_dump(), self.train.model_dump(), regime, self.size_factor]
         blob = json.dumps(same, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -497,6 +543,21 @@ def plan(study: Study) -> list[RunSpec]:
                     )
                     runs.setdefault(run.run_id, run)
     return list(runs.values())
+
+
+def fold_runs(study: Study, runs: Iterable[RunSpec]) -> list[RunSpec]:
+    """The cross-validation models of label_issues = "cv": `folds` per run with label noise,
+    each the run's recipe on all but one fold of its training set (engine/trainset.py). They
+    are not runs of the study: their only output is their held-out fold's probabilities."""
+    if study.analysis.label_issues != "cv":
+        return []
+    folds = study.analysis.folds
+    return [
+        dataclasses.replace(run, regime=tuple(sorted((*run.regime, ("fold", k), ("folds", folds)))))
+        for run in runs
+        if run.noise is not None and isinstance(make_noise(run.noise, dict(run.params)), LabelNoise)
+        for k in range(folds)
+    ]
 
 
 def packs(runs: Iterable[RunSpec], max_pack: int) -> list[list[RunSpec]]:

@@ -8,7 +8,7 @@ import reference
 import torch
 import torch.nn.functional as F
 
-from noisebench.engine import StackedMLP, metrics
+from noisebench.engine import StackedMLP, label_issues, metrics
 from noisebench.study import ModelSpec
 
 NAN = float("nan")
@@ -199,7 +199,7 @@ def measure_all(model: StackedMLP, x, y, labels, corrupted, chunk=metrics.CHUNK,
         "reliability": torch.stack([conf, acc, count], 1).nan_to_num(-1),
         "fgsm": metrics.fgsm_accuracy(model, x, y, eps, chunk=chunk),
         "random": metrics.random_sign_accuracy(model, x, y, eps, gens, chunk=chunk),
-        "confidence": metrics.given_label_confidence(model, x, labels, chunk=chunk),
+        "probabilities": metrics.class_probabilities(model, x, chunk=chunk),
         **metrics.memorisation_split(model, x, labels, y, corrupted, chunk=chunk),
     }
 
@@ -234,12 +234,44 @@ def test_each_run_gets_the_numbers_it_gets_alone(pack):
 # --- label issues --------------------------------------------------------------------------
 
 
-def test_self_confidence_is_the_softmax_probability_of_each_runs_given_label(pack):
-    model, x, _, labels, _ = pack
-    got = metrics.given_label_confidence(model, x, labels, chunk=10)
-    probabilities = torch.softmax(model.logits_of_bytes(x), -1)  # [R, N, C]
-    torch.testing.assert_close(got, probabilities.gather(2, labels.unsqueeze(2)).squeeze(2))
-    assert (got[0] != got[1]).any()
+def test_class_probabilities_are_each_runs_softmax_over_classes(pack):
+    model, x, *_ = pack
+    got = metrics.class_probabilities(model, x, chunk=10)  # 53 = 5 x 10 + 3
+    torch.testing.assert_close(got, torch.softmax(model.logits_of_bytes(x), -1))
+    assert got.shape == (3, 53, 4) and (got[0] != got[1]).any()
+
+
+def test_a_briefly_trained_model_ranks_the_corrupted_labels_lowest_until_it_memorises(
+    small_data,
+):
+    x, true = small_data.train_x, small_data.train_y
+    gen = torch.Generator().manual_seed(0)
+    corrupted = torch.rand(2, len(x), generator=gen) < 0.4
+    wrong = (true + torch.randint(1, 10, (2, len(x)), generator=gen)) % 10
+    given = torch.where(corrupted, wrong, true)
+    model = train(StackedMLP(ModelSpec(hidden=[32]), [0, 1], (784, 10), "cpu"), x, given, 10)
+
+    def found() -> list[dict[str, float]]:
+        probs = metrics.class_probabilities(model, x).numpy()
+        return [
+            label_issues.find_issues(probs[r], given[r].numpy(), true.numpy(), 10)[0]
+            for r in range(2)
+        ]
+
+    early = found()
+    for run in early:  # chance: 0.4
+        assert run["precision_at_k"] > 0.75 and run["self_confidence_auroc"] > 0.85
+        assert run["precision"] > 0.6 and run["recall"] > 0.6
+    split = metrics.memorisation_split(model, x, given, true, corrupted)
+    assert (split["true_fit"] > split["noisy_fit"] + 0.4).all()
+    train(model, x, given, 60)  # 640 examples: the noisy labels get learnt by heart
+    split = metrics.memorisation_split(model, x, given, true, corrupted)
+    assert (split["noisy_fit"] > 0.9).all() and (split["true_fit"] < 0.1).all()
+    for before, after in zip(early, found(), strict=True):
+        assert after["precision_at_k"] < before["precision_at_k"] - 0.2
+
+
+# --- memorisation --------------------------------------------------------------------------
 
 
 def oracle_pack():
@@ -255,69 +287,6 @@ def oracle_pack():
     corrupted[2, [5, 6, 11, 12]] = True
     given = torch.where(corrupted, (true + 1) % 4, true)
     return linear_model(a, c), x, given, true, corrupted
-
-
-def test_a_model_sure_of_the_true_classes_flags_exactly_the_corrupted_labels():
-    model, x, given, _, corrupted = oracle_pack()
-    confidence = metrics.given_label_confidence(model, x, given)
-    flagged = metrics.flag_label_issues(confidence, given, num_classes=4)
-    assert torch.equal(flagged[[0, 2]], corrupted[[0, 2]])
-    quality = metrics.flag_quality(flagged[[0, 2]], corrupted[[0, 2]])
-    assert quality["precision"].tolist() == quality["recall"].tolist() == [1.0, 1.0]
-    assert quality["flagged_share"].tolist() == [2 / 16, 4 / 16]
-    assert metrics.precision_at_k(confidence[[0, 2]], corrupted[[0, 2]]).tolist() == [1.0, 1.0]
-
-
-def test_flags_are_the_examples_below_their_given_classs_mean_self_confidence():
-    confidence = torch.tensor([[0.9, 0.8, 0.1, 0.5, 0.5, 0.3, 0.7], [0.99] * 7])
-    labels = torch.tensor([[0, 0, 0, 1, 1, 2, 2], [0, 0, 0, 1, 1, 2, 2]])
-    # run 0 class means: 0.6, 0.5, 0.5; run 1 fits every label equally: nothing to tell apart
-    expected = [[False, False, True, False, False, True, False], [False] * 7]
-    assert metrics.flag_label_issues(confidence, labels, 3).tolist() == expected
-
-
-def test_flag_quality_counts_hits_and_is_nan_when_undefined():
-    flagged = torch.tensor([[True, True, False, False], [False] * 4, [True, False, False, False]])
-    corrupted = torch.tensor([[True, False, True, False], [True, False, False, False], [False] * 4])
-    quality = metrics.flag_quality(flagged, corrupted)
-    assert quality["precision"].tolist()[::2] == [0.5, 0.0] and quality["precision"][1].isnan()
-    assert quality["recall"].tolist()[:2] == [0.5, 0.0] and quality["recall"][2].isnan()
-    assert quality["flagged_share"].tolist() == [0.5, 0.0, 0.25]
-
-
-def test_precision_at_k_looks_at_as_many_lowest_confidences_as_there_are_corrupted_labels():
-    confidence = torch.tensor([[0.1, 0.2, 0.9, 0.8]] * 3 + [[0.1, 0.2, 0.3, 0.4]])
-    corrupted = torch.tensor(
-        [[True, False, False, True], [True, True, False, False], [False] * 4, [False, True] * 2]
-    )
-    got = metrics.precision_at_k(confidence, corrupted)
-    assert got[[0, 1, 3]].tolist() == [0.5, 1.0, 0.5] and got[2].isnan()
-
-
-def test_a_briefly_trained_model_ranks_the_corrupted_labels_lowest_until_it_memorises(
-    small_data,
-):
-    x, true = small_data.train_x, small_data.train_y
-    gen = torch.Generator().manual_seed(0)
-    corrupted = torch.rand(2, len(x), generator=gen) < 0.4
-    wrong = (true + torch.randint(1, 10, (2, len(x)), generator=gen)) % 10
-    given = torch.where(corrupted, wrong, true)
-    model = train(StackedMLP(ModelSpec(hidden=[32]), [0, 1], (784, 10), "cpu"), x, given, 10)
-    confidence = metrics.given_label_confidence(model, x, given)
-    quality = metrics.flag_quality(metrics.flag_label_issues(confidence, given, 10), corrupted)
-    early = metrics.precision_at_k(confidence, corrupted)
-    assert (early > 0.75).all()  # chance: 0.4
-    assert (quality["precision"] > 0.6).all() and (quality["recall"] > 0.85).all()
-    split = metrics.memorisation_split(model, x, given, true, corrupted)
-    assert (split["true_fit"] > split["noisy_fit"] + 0.4).all()
-    train(model, x, given, 60)  # 640 examples: the noisy labels get learnt by heart
-    split = metrics.memorisation_split(model, x, given, true, corrupted)
-    assert (split["noisy_fit"] > 0.9).all() and (split["true_fit"] < 0.1).all()
-    confidence = metrics.given_label_confidence(model, x, given)
-    assert (metrics.precision_at_k(confidence, corrupted) < early - 0.2).all()
-
-
-# --- memorisation --------------------------------------------------------------------------
 
 
 def test_memorisation_split_of_hand_built_runs():

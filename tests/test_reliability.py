@@ -60,6 +60,7 @@ noise = "labels.uniform"
 """
 
 Make = Callable[..., list[str]]
+CV = '[analysis]\nlabel_issues = "cv"\nfolds = {}\n'  # out-of-sample label issues, K folds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -432,6 +433,27 @@ BAD_INPUTS = {
     "learning rate inf": Case(train("lr = inf"), "'train.lr': Input should be a finite number"),
     "learning rate nan": Case(train("lr = nan"), "'train.lr': Input should be a finite number"),
     "learning rate as text": Case(train('lr = "0.1"'), "train.lr"),
+    "one fold": Case(
+        study(CV.format(1)), "'analysis.folds': Input should be greater than or equal to 2"
+    ),
+    "label issues neither in-sample nor cv": Case(
+        study('[analysis]\nlabel_issues = "oos"\n'), "analysis.label_issues"
+    ),
+    "cv without label noise": Case(
+        replaced('"labels.uniform"', '"pixels.gaussian"\n' + CV.format(5)),
+        'analysis.label_issues = "cv" needs a setup with label noise',
+    ),
+    "cv of a diluted training set": Case(
+        replaced('"labels.uniform"', '"labels.dilution"\nlevels = [1.0]\n' + CV.format(5)),
+        "cannot split setup 'label noise' (labels.dilution) into folds",
+    ),
+    "more folds than the smallest class has examples": Case(
+        lambda tmp_path, **_: [
+            *study(CV.format(6), head="train_sizes = [50]\n")(tmp_path),
+            *("--dataset", "mnist-sample"),
+        ],
+        "analysis.folds = 6 is more than the 5 examples of the smallest class",
+    ),
     "weight decay inf": Case(train("weight_decay = inf"), "train.weight_decay"),
     "gamma inf": Case(train('schedule = "step"\ngamma = inf'), "train.gamma"),
     "momentum of one": Case(train("momentum = 1.0"), "train.momentum"),

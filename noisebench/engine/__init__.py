@@ -33,7 +33,8 @@ and its evaluation), norm (batchnorm), backward (the losses and the backward pas
 (SGD, Adam, schedules), trainer (one shard's step: forward, loss gradient, backward, update),
 threads (shards), metrics (calibration, robustness, label issues, memorisation of a trained
 pack), measure (what is measured when, per epoch and after training), stopping (early
-stopping, accuracy targets), pack (build, epochs, checkpoints), timing (for bench/).
+stopping, accuracy targets), pack (build, epochs, checkpoints), timing (for bench/),
+label_issues (cleanlab on a run's predicted probabilities, scored against the true labels).
 """
 
 from .model import BYTE, StackedMLP, evaluate, parameter_count

@@ -8,12 +8,13 @@ done run by run, so a run's numbers do not depend on its pack.
 import copy
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .. import seeding
 from ..data import Dataset
 from ..study import AnalysisSpec
-from . import metrics
+from . import label_issues, metrics
 from .model import StackedMLP, evaluate
 from .trainset import RunTrainSet
 
@@ -151,11 +152,15 @@ def final_metrics(
     seeds: list[int],
     spec: AnalysisSpec,
     num_classes: int,
-) -> list[dict[str, float]]:
-    """Per run of `model` (a shard, as kept at the end): accuracy under FGSM and under random
-    signs of the same size on the test set, and how well its own confidence finds the
-    corrupted training labels."""
+) -> tuple[list[dict[str, float]], list[dict[str, np.ndarray]]]:
+    """Per run of `model` (a shard, as kept at the end): metrics and arrays. Accuracy under
+    FGSM and under random signs of the same size on the test set, and how well cleanlab finds
+    the corrupted training labels from the run's own (in-sample) probabilities. A fold model
+    (label_issues = "cv") measures only its out-of-sample probabilities (`held_out`)."""
     out: list[dict[str, float]] = [{} for _ in seeds]
+    arrays: list[dict[str, np.ndarray]] = [{} for _ in seeds]
+    if trains[0].held_out is not None:  # a pack holds fold models only, or none
+        return out, [held_out(model.rows(r, r + 1), sets.train_x, t) for r, t in enumerate(trains)]
     eps = spec.fgsm_eps
     if eps:
         x, y = _attacked(sets, spec)
@@ -167,21 +172,35 @@ def final_metrics(
             row |= {f"fgsm@{e:g}": float(v) for e, v in zip(eps, fgsm[r, 1:], strict=True)}
             row |= {f"randsign@{e:g}": float(v) for e, v in zip(eps, rand[r], strict=True)}
     if not spec.label_issues:
-        return out
+        return out, arrays
     noisy = [r for r, t in enumerate(trains) if t.label_noise is not None and t.corrupted.any()]
     if not noisy:
-        return out
+        return out, arrays
     for seen in _seen(sets.train_x, [trains[r] for r in noisy], None):
         runs = noisy[seen.start : seen.stop]
-        part = _runs_of(model, runs)
-        confidence = metrics.given_label_confidence(part, seen.x, seen.given)
-        flagged = metrics.flag_label_issues(confidence, seen.given, num_classes)
-        quality = metrics.flag_quality(flagged, seen.corrupted)
-        at_k = metrics.precision_at_k(confidence, seen.corrupted)
+        probs = metrics.class_probabilities(_runs_of(model, runs), seen.x).cpu().numpy()
         for i, r in enumerate(runs):
-            out[r] |= {f"issues_{k}": float(v[i]) for k, v in quality.items()}
-            out[r]["issues_precision_at_k"] = float(at_k[i])
-    return out
+            given = seen.given[i].cpu().numpy()
+            found = label_issues.find_issues(probs[i], given, seen.true.numpy(), num_classes)
+            values, found_arrays = label_issues.stored("in_sample", *found)
+            out[r] |= values
+            arrays[r] |= found_arrays
+    return out, arrays
+
+
+def held_out(model: StackedMLP, train_x: torch.Tensor, train: RunTrainSet) -> dict[str, np.ndarray]:
+    """A fold model's (one run) probabilities [m, C] on the fold of its parent's training set
+    it did not see, with those positions, given and true labels."""
+    parent = train.parent
+    positions = train.held_out
+    x = _rows(train_x, parent, positions)
+    probs = metrics.class_probabilities(model, x)[0]
+    return {
+        "fold/positions": positions.numpy().astype(np.int32),
+        "fold/probs": probs.cpu().numpy().astype(np.float32),
+        "fold/given": parent.labels[positions].numpy().astype(np.int32),
+        "fold/true": parent.true[positions].numpy().astype(np.int32),
+    }
 
 
 def _runs_of(model: StackedMLP, runs: list[int]) -> StackedMLP:

@@ -9,8 +9,7 @@ evaluated alone (`random_sign_accuracy` too, when it is given one generator per 
 
 - calibration / reliability: is a run's confidence its accuracy?
 - fgsm_accuracy / random_sign_accuracy: how fragile are its decisions (worst-case vs random)?
-- given_label_confidence / flag_label_issues / flag_quality / precision_at_k: can the trained
-  model point at the corrupted training labels?
+- class_probabilities: what cleanlab finds the corrupted training labels from.
 - memorisation_split: did it learn the noisy labels or the true ones?
 """
 
@@ -170,56 +169,11 @@ def random_sign_accuracy(
 # --- label issues --------------------------------------------------------------------------
 
 
-def given_label_confidence(
-    model: StackedMLP, x: Tensor, labels: Tensor, chunk: int = CHUNK
-) -> Tensor:
-    """Self-confidence [R, N]: the softmax probability each run gives each example's given
-    (possibly noisy) label; `labels` [R, N] are each run's training labels."""
-
-    def pick(logits: Tensor, part: slice) -> Tensor:
-        given = labels[:, part].to(logits.device, torch.long).unsqueeze(1)
-        return torch.softmax(logits, dim=1).gather(1, given).squeeze(1)
-
-    return _per_example(model, x, chunk, pick)
-
-
-def flag_label_issues(confidence: Tensor, labels: Tensor, num_classes: int) -> Tensor:
-    """Flag likely wrong labels [R, N] from self-confidence [R, N] and given labels [R, N].
-
-    Rule (confident learning's per-class threshold, without cleanlab): example i of run r is
-    flagged when its self-confidence is below t_c, the mean self-confidence of run r's
-    examples whose given label is c = its own given label. cleanlab flags only those of them
-    that are also above another class's threshold; that needs all class probabilities.
-    (Flagging the round(sum of 1 - p_i) lowest of each class, calibration's expected count of
-    wrong labels, did worse on MNIST with uniform noise: it overcounts early in training,
-    where the fit of the noisy labels leaves p_i well below 1, and flags ~nothing once they
-    are memorised.) Equal confidences in a class flag nothing (the means are in float64)."""
-    labels = labels.to(confidence.device, torch.long)
-    per_class = torch.zeros(
-        confidence.shape[0], num_classes, dtype=torch.float64, device=confidence.device
-    )
-    confidence = confidence.double()
-    total = per_class.scatter_add(1, labels, confidence)
-    threshold = total / per_class.scatter_add(1, labels, torch.ones_like(confidence))
-    return confidence < threshold.gather(1, labels)
-
-
-def flag_quality(flagged: Tensor, corrupted: Tensor) -> dict[str, Tensor]:
-    """Per run [R]: precision (share of flagged that are corrupted; NaN if none flagged),
-    recall (share of corrupted that are flagged; NaN if none corrupted) and flagged_share."""
-    return {
-        "precision": _share(corrupted, flagged),
-        "recall": _share(flagged, corrupted),
-        "flagged_share": _share(flagged),
-    }
-
-
-def precision_at_k(confidence: Tensor, corrupted: Tensor) -> Tensor:
-    """Per run [R]: share of corrupted among the k lowest self-confidence examples, k = the
-    run's number of corrupted examples (NaN when it has none). Ties go to the lower index."""
-    order = confidence.argsort(dim=1, stable=True)
-    lowest = torch.arange(confidence.shape[1], device=confidence.device) < corrupted.sum(1, True)
-    return _share(corrupted.gather(1, order), lowest)
+def class_probabilities(model: StackedMLP, x: Tensor, chunk: int = CHUNK) -> Tensor:
+    """Softmax probabilities [R, N, C] of every run for every example: what cleanlab finds
+    the wrong labels from (label_issues.py)."""
+    parts = [torch.softmax(logits, 1).mT for _, logits in _logit_chunks(model, x, chunk)]
+    return torch.cat(parts, 1)
 
 
 # --- memorisation --------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .. import seeding
@@ -43,6 +44,7 @@ class RunResult:
     epochs: list[dict[str, float]] = field(default_factory=list)  # extra keys: more metrics
     label_noise: LabelNoiseResult | None = None
     final: dict[str, float] = field(default_factory=dict)  # metrics measured after training
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)  # measured after training
 
 
 def _pack_order(runs: list[RunSpec], shards: int) -> tuple[list[int], list[int]]:
@@ -134,7 +136,9 @@ def build(
     runs = [runs_in[i] for i in order_in_pack]
     train_x = data.train_x.to(device)
     pool, valid_rows = split_validation(data, runs[0].validation)
-    trains = [run_train_set(run, data, pool if runs[0].validation else None) for run in runs]
+    parents: dict[str, RunTrainSet] = {}  # fold models' parent sets, drawn once per pack
+    pool = pool if runs[0].validation else None
+    trains = [run_train_set(run, data, pool, parents) for run in runs]
     sizes = {len(t.labels) for t in trains}
     assert len(sizes) == 1, "a pack's runs must have training sets of one size"
     n_train = sizes.pop()
@@ -305,17 +309,19 @@ class _PackTraining:
         pack, analysis = self.pack, self.analysis
         self.stopping.restore(pack.tensors())
 
-        def measure(s: Shard) -> list[dict[str, float]]:
+        def measure(s: Shard) -> tuple[list[dict[str, float]], list[dict[str, np.ndarray]]]:
             seeds = [r.seed for r in pack.runs[s.start : s.stop]]
             trains = pack.trains[s.start : s.stop]
             return final_metrics(s.model, pack.sets, trains, seeds, analysis, self.num_classes)
 
-        finals = [row for part in self.workers.map(measure, pack.shards) for row in part]
+        parts = self.workers.map(measure, pack.shards)
+        finals = [row for values, arrays in parts for row in zip(values, arrays, strict=True)]
         for r, result in enumerate(self.results):
             last = result.epochs[-1]["epoch"] if result.epochs else 0
             result.final = self.stopping.final(r, last) | {"train_size": pack.n_train}
             if result.status != "diverged":
-                result.final |= finals[r]
+                result.final |= finals[r][0]
+                result.arrays = finals[r][1]
 
     def _state(self) -> dict[str, Any]:
         pack = self.pack

@@ -4,6 +4,7 @@ A run's training set is a list of rows of the dataset's training images (`source
 label per row. By default it is every row with its own label; a validation share removes a
 stratified hold-out first (the same rows for every run), `train_size` keeps a balanced subset
 drawn from the run's seed, and a label noise may relabel rows or (labels.dilution) add rows.
+A cross-validation model (RunSpec.fold) trains on its parent run's set less one fold.
 """
 
 from dataclasses import dataclass
@@ -71,12 +72,61 @@ def check_sizes(runs: list[RunSpec], data: Dataset) -> None:
         balanced_subset(pool, data.train_y, run.train_size, data.num_classes, run.seed)
 
 
+def check_folds(runs: list[RunSpec], data: Dataset) -> None:
+    """Fail before any training if a fold model's split would leave a class out of a fold."""
+    folds = {r.fold[1] for r in runs if r.fold is not None}
+    if not folds:
+        return
+    pool, _ = split_validation(data, runs[0].validation)
+    smallest = int(torch.bincount(data.train_y[pool], minlength=data.num_classes).min())
+    sizes = {r.train_size for r in runs if r.train_size is not None}
+    if sizes:
+        smallest = min(smallest, min(sizes) // data.num_classes)
+    if max(folds) > smallest:
+        raise StudyError(
+            f"analysis.folds = {max(folds)} is more than the {smallest} examples of the "
+            "smallest class in a training set: every fold needs every class"
+        )
+
+
 def train_set_size(run: RunSpec, data: Dataset) -> int:
     """How many examples `run` trains on per epoch."""
     n = len(data.train_y)
     if run.validation:
         n -= len(split_validation(data, run.validation)[1])
-    return (run.train_size or n) * run.size_factor
+    n = (run.train_size or n) * run.size_factor
+    return n if run.fold is None else n - -(-n // run.fold[1])  # less the largest fold
+
+
+def fold_split(labels: torch.Tensor, folds: int, num_classes: int, seed: int) -> torch.Tensor:
+    """int64 [N]: the fold 0..K-1 of each example, stratified by `labels` and drawn from
+    `seed` alone. Each class's examples, in a seeded order, are dealt to the folds in turn,
+    every class going on where the last one stopped: each fold holds floor or ceil(N / K)
+    examples and floor or ceil(N_c / K) of each class c."""
+    fold = torch.empty(len(labels), dtype=torch.long)
+    dealt = 0
+    for rows in _per_class(labels, num_classes, seeding.generator(seed, "folds")):
+        fold[rows] = (dealt + torch.arange(len(rows))) % folds
+        dealt += len(rows)
+    return fold
+
+
+def fold_rows(
+    fold: torch.Tensor, k: int, folds: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(trained, held out): positions a fold-k model trains on and those of fold k.
+
+    Every fold model of a run trains on N - ceil(N / K) examples, so all K share a pack:
+    where fold k is one example short of ceil(N / K), one more position, drawn from `seed`,
+    is left out of its training (it is in another fold, so it still gets its own
+    out-of-sample probabilities)."""
+    held_out = (fold == k).nonzero().squeeze(1)
+    trained = (fold != k).nonzero().squeeze(1)
+    extra = len(trained) - (len(fold) - -(-len(fold) // folds))
+    if extra:
+        gen = seeding.generator(seed, f"fold-{k}-extra")
+        trained = trained[torch.randperm(len(trained), generator=gen)[extra:]].sort().values
+    return trained, held_out
 
 
 @dataclass
@@ -87,6 +137,9 @@ class RunTrainSet:
     labels: torch.Tensor  # int64 [N'], what the model trains on
     true: torch.Tensor  # int64 [N'], the dataset's labels of those rows
     label_noise: LabelNoiseResult | None  # indices relative to this training set
+    # a fold model's parent training set and the positions of it the model did not see
+    parent: "RunTrainSet | None" = None
+    held_out: torch.Tensor | None = None  # int64 [m]
 
     @property
     def corrupted(self) -> torch.Tensor:
@@ -94,8 +147,17 @@ class RunTrainSet:
         return self.labels != self.true
 
 
-def run_train_set(run: RunSpec, data: Dataset, pool: torch.Tensor | None) -> RunTrainSet:
-    """The training set of `run`, drawn from the rows `pool` (None: every training row)."""
+def run_train_set(
+    run: RunSpec, data: Dataset, pool: torch.Tensor | None, parents: dict | None = None
+) -> RunTrainSet:
+    """The training set of `run`, drawn from the rows `pool` (None: every training row).
+    A fold model's parent set is drawn once per `parents` (a dict by run id): a pack's K fold
+    models of a run share it (labels.feature trains a reference model to draw it)."""
+    if run.fold is not None:
+        parents = {} if parents is None else parents
+        if run.parent.run_id not in parents:
+            parents[run.parent.run_id] = run_train_set(run.parent, data, pool)
+        return _fold_train_set(run, data, parents[run.parent.run_id])
     source = pool
     if run.train_size is not None:
         every = torch.arange(len(data.train_y)) if pool is None else pool
@@ -111,3 +173,13 @@ def run_train_set(run: RunSpec, data: Dataset, pool: torch.Tensor | None) -> Run
         source = grown if source is None else source[grown]
         true = true[grown]
     return RunTrainSet(source, result.labels, true, result)
+
+
+def _fold_train_set(run: RunSpec, data: Dataset, parent: RunTrainSet) -> RunTrainSet:
+    """A fold model's training set: its parent's, with the same noisy labels, less one fold
+    (stratified by the given labels, drawn from the run's seed)."""
+    k, folds = run.fold
+    split = fold_split(parent.labels, folds, data.num_classes, run.seed)
+    trained, held_out = fold_rows(split, k, folds, run.seed)
+    rows = trained if parent.source is None else parent.source[trained]
+    return RunTrainSet(rows, parent.labels[trained], parent.true[trained], None, parent, held_out)

@@ -172,9 +172,8 @@ def issues_section(data: ReportData, folder: Path) -> Section | None:
         folder,
         "label-issues",
         "Finding the wrong labels by the model's own confidence",
-        "After training, each training example is flagged when the model's probability for its "
-        "given label is below the mean of that probability over the examples with the same "
-        "given label (confident learning's per-class threshold); precision and recall are "
+        "After training, cleanlab's find_label_issues (prune_by_noise_rate) flags training "
+        "examples from the model's own probabilities on them; precision and recall are "
         "against the labels the noise corrupted, "
         f"precision@k over the k least trusted examples, k = the number corrupted. {CI}",
     )

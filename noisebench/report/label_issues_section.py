@@ -1,0 +1,203 @@
+"""The report's section on finding the corrupted labels: cleanlab on in-sample and on
+out-of-sample (K-fold) probabilities, against the labels the noise really changed.
+
+Self-contained: `label_issues_section(runs, metrics)` takes two pandas frames and returns the
+section's sentences, its figure and its table.
+- `runs`: one row per run: run_id, setup, level, seed (other columns are ignored);
+- `metrics`: long, as `Results.metrics()` returns it: run_id, epoch, name (or metric), value;
+  only epoch 0 (measured after training) is read, names "issues_*" (in-sample) and
+  "cv_issues_*" (out-of-sample), see engine/label_issues.py.
+
+Claims follow the report's rules: every rate stands next to its base rate (precision and
+precision@k next to the share of labels really changed, recall next to the share flagged,
+what flagging at random would reach; AUROC next to 0.5); in- vs out-of-sample is a paired
+comparison across seeds (the same run, two sources) with a 95 % t-interval of the mean
+difference; with one seed no interval is given and no difference is called real.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+SOURCES = {"cv_issues_": "out-of-sample", "issues_": "in-sample"}  # longest prefix first
+FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning",
+           "predicted_neq_given")  # fmt: skip
+SCORES = ("self_confidence", "normalized_margin")
+STATISTICS = ("flagged_share", "precision_at_k", "precision", "recall", "f1", "auroc")
+MAIN = "prune_by_noise_rate"  # cleanlab's default filter: the one the sentences name
+
+
+@dataclass
+class Section:
+    paragraphs: list[str]  # sentences
+    figure: Figure | None
+    table: pd.DataFrame  # setup, level, source, method, statistic, mean, ci, seeds
+
+
+def _tidy(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
+    """One row per run x source x metric: setup, level, seed, source, key, value."""
+    metrics = metrics.rename(columns={"metric": "name"})
+    m = metrics[metrics.epoch == 0]
+    rows = []
+    for prefix, source in SOURCES.items():
+        part = m[m.name.str.startswith(prefix)].copy()
+        if prefix == "issues_":
+            part = part[~part.name.str.startswith("cv_")]
+        part["source"] = source
+        part["key"] = part.name.str.slice(len(prefix))
+        rows.append(part[["run_id", "source", "key", "value"]])
+    long = pd.concat(rows, ignore_index=True)
+    return long.merge(runs[["run_id", "setup", "level", "seed"]], on="run_id")
+
+
+def mean_ci(values: pd.Series) -> tuple[float, float]:
+    """Mean and half-width of its 95 % t-interval (NaN with fewer than two finite values)."""
+    v = values.dropna().to_numpy(float)
+    if len(v) == 0:
+        return math.nan, math.nan
+    if len(v) < 2:
+        return float(v.mean()), math.nan
+    return float(v.mean()), float(
+        stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
+    )
+
+
+def _pct(mean: float, half: float) -> str:
+    if math.isnan(mean):
+        return "undefined"
+    return f"{mean:.0%}" if math.isnan(half) else f"{mean:.0%} ± {half * 100:.0f} points"
+
+
+def _table(tidy: pd.DataFrame) -> pd.DataFrame:
+    out = []
+    for (setup, level, source, key), group in tidy.groupby(["setup", "level", "source", "key"]):
+        statistic = next((st for st in STATISTICS if key.endswith(f"_{st}")), key)
+        method = key.removesuffix(f"_{statistic}") if statistic != key else ""
+        if method not in ("", *FILTERS, *SCORES):
+            continue
+        if not method and key not in ("base_rate", "noise_matrix_mae", "prior_mae"):
+            continue  # the names kept from before cleanlab repeat the default filter
+        mean, half = mean_ci(group.value)
+        out.append((setup, level, source, method, statistic, mean, half, group.value.count()))
+    columns = ["setup", "level", "source", "method", "statistic", "mean", "ci", "seeds"]
+    return pd.DataFrame(out, columns=columns)
+
+
+def _paired(tidy: pd.DataFrame, setup: str, level: float, key: str) -> pd.Series:
+    """Per seed: out-of-sample minus in-sample value of `key`."""
+    part = tidy[(tidy.setup == setup) & (tidy.level == level) & (tidy.key == key)]
+    wide = part.pivot_table(index="seed", columns="source", values="value")
+    if set(SOURCES.values()) - set(wide.columns):
+        return pd.Series(dtype=float)
+    return (wide["out-of-sample"] - wide["in-sample"]).dropna()
+
+
+def _difference(diff: pd.Series, what: str) -> str:
+    mean, half = mean_ci(diff)
+    if math.isnan(mean):
+        return ""
+    points = f"{round(mean * 100) + 0:+d} points"  # + 0: no "-0"
+    if math.isnan(half):
+        return f"out-of-sample minus in-sample {what}: {points} (one seed: no interval, no claim)"
+    verdict = (
+        "out-of-sample better" if mean - half > 0
+        else "in-sample better" if mean + half < 0
+        else "not distinguishable"
+    )  # fmt: skip
+    return (
+        f"out-of-sample minus in-sample {what}: {points} ± {half * 100:.0f} "
+        f"(paired over {len(diff)} seeds, 95 % t-interval: {verdict})"
+    )
+
+
+def _sentences(tidy: pd.DataFrame) -> list[str]:
+    out = []
+    for (setup, level), part in tidy.groupby(["setup", "level"]):
+
+        def stat(source: str, key: str, part: pd.DataFrame = part) -> tuple[float, float]:
+            return mean_ci(part[(part.source == source) & (part.key == key)].value)
+
+        base = stat("in-sample", "base_rate")
+        if math.isnan(base[0]):
+            base = stat("out-of-sample", "base_rate")
+        base = (base[0], math.nan)  # the share the noise changed: a fact of each run, not a guess
+        for source in SOURCES.values():
+            precision = stat(source, f"{MAIN}_precision")
+            if math.isnan(precision[0]) and math.isnan(stat(source, f"{MAIN}_recall")[0]):
+                continue
+            recall, flagged = stat(source, f"{MAIN}_recall"), stat(source, f"{MAIN}_flagged_share")
+            auroc = stat(source, "self_confidence_auroc")
+            out.append(
+                f"{setup} at level {level:g}, {source}: cleanlab's {MAIN} flags "
+                f"{_pct(*flagged)} of the labels with precision {_pct(*precision)} (base rate "
+                f"{_pct(*base)}: the share of labels really changed) and recall "
+                f"{_pct(*recall)} (base rate: flagging as many at random finds {_pct(*flagged)}); "
+                f"self-confidence ranks a changed label below a kept one with AUROC "
+                f"{auroc[0]:.2f} (chance 0.50)."
+            )
+        comparisons = [
+            _difference(_paired(tidy, setup, level, key), what)
+            for key, what in ((f"{MAIN}_f1", "F1"), ("self_confidence_auroc", "AUROC"))
+        ]
+        comparisons = [c for c in comparisons if c]
+        if comparisons:
+            out.append(f"{setup} at level {level:g}: " + "; ".join(comparisons) + ".")
+        matrix = {source: stat(source, "noise_matrix_mae")[0] for source in SOURCES.values()}
+        if not math.isnan(matrix["out-of-sample"]):
+            out.append(
+                f"{setup} at level {level:g}: cleanlab's estimate of the noise matrix "
+                f"P(given | true) is off by {matrix['out-of-sample']:.3f} per entry on average "
+                f"out of sample, {matrix['in-sample']:.3f} in sample (labels changed: "
+                f"{_pct(*base)})."
+            )
+    return out
+
+
+def _figure(table: pd.DataFrame) -> Figure | None:
+    from matplotlib.figure import Figure
+
+    points = table[table.method.isin(FILTERS) & table.statistic.isin(["precision", "recall"])]
+    if points.empty:
+        return None
+    cells = sorted({(s, lv) for s, lv in zip(points.setup, points.level, strict=True)})
+    figure = Figure(figsize=(3.2 * len(cells), 3.2), layout="constrained")
+    axes = np.atleast_1d(figure.subplots(1, len(cells), sharey=True, squeeze=False)[0])
+    markers = dict(zip(FILTERS, "osD^v", strict=True))
+    colours = {"out-of-sample": "tab:blue", "in-sample": "tab:orange"}
+    for ax, (setup, level) in zip(axes, cells, strict=True):
+        cell = table[(table.setup == setup) & (table.level == level)]
+        for (source, method), group in cell[cell.method.isin(FILTERS)].groupby(
+            ["source", "method"]
+        ):
+            values = dict(zip(group.statistic, group["mean"], strict=True))
+            label = f"{source}, {method}" if ax is axes[0] else None
+            ax.plot(values.get("recall"), values.get("precision"), markers[method],
+                    color=colours[source], label=label)  # fmt: skip
+        base = cell[cell.statistic == "base_rate"]["mean"].mean()
+        ax.axhline(base, color="grey", ls="--", lw=1)
+        ax.text(0.02, base, "base rate", va="bottom", fontsize=7, color="grey")
+        ax.set(title=f"{setup}, level {level:g}", xlabel="recall", xlim=(0, 1.02), ylim=(0, 1.02))
+    axes[0].set_ylabel("precision")
+    figure.legend(loc="outside lower center", ncol=2, fontsize=7)
+    return figure
+
+
+def label_issues_section(runs: pd.DataFrame, metrics: pd.DataFrame) -> Section | None:
+    """Sentences, precision-recall figure (a panel per setup and level) and table; None when
+    the study measured no label issues."""
+    if metrics.empty:
+        return None
+    tidy = _tidy(runs, metrics)
+    if tidy.empty:
+        return None
+    table = _table(tidy)
+    return Section(_sentences(tidy), _figure(table), table)
