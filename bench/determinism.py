@@ -29,7 +29,7 @@ seeds = [0, 1]
 levels = [0.0, 0.5]
 max_pack = 3
 [model]
-hidden = [64]
+hidden = [32]
 [train]
 epochs = 2
 batch_size = 128
@@ -125,13 +125,12 @@ def main() -> int:
             else:
                 name = f"kill -9 + resume, {name}"
                 killed_and_resumed(study, out, setting)
-            seen[stored_tables(out)].append(name)
-            print(f"{i + 1:3d}: result {list(seen).index(stored_tables(out)) + 1} ({name})")
-    for result, (_, names) in enumerate(seen.items(), 1):
-        counts = collections.Counter(names)
-        print(
-            f"result {result}: {len(names)} × — {', '.join(f'{n} ×{c}' for n, c in counts.items())}"
-        )
+            result = stored_tables(out)
+            seen[result].append(name)
+            print(f"{i + 1:3d}: result {list(seen).index(result) + 1} ({name})")
+    for number, names in enumerate(seen.values(), 1):
+        settings = ", ".join(f"{n} ×{c}" for n, c in collections.Counter(names).items())
+        print(f"result {number} in {len(names)} processes: {settings}")
     total = args.processes + args.kills
     print(f"{len(seen)} distinct result(s) from {total} processes")
     return 0 if len(seen) == 1 else 1
