@@ -1,7 +1,7 @@
 """On CPU, one study gives the same numbers bit for bit in every fresh process on this machine:
 whatever the torch thread count and NOISEBENCH_SHARDS, and after kill -9 + --resume.
 
-(bench/determinism.py runs the same check with more processes and prints the counts.)
+(bench/determinism.py runs the same study the same ways and prints the count per setting.)
 """
 
 import collections
