@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test test-fast lint bench clean
 
 setup: $(STAMP)
 
@@ -19,6 +19,10 @@ run: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# The inner loop: without the full-size runs (slow) and the headless-browser checks.
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow and not browser"
 
 lint: setup
 	$(VENV)/bin/ruff check noisebench tests bench examples

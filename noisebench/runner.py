@@ -20,6 +20,7 @@ from . import __version__, crossval, seeding
 from .backends import Backend, PackJob, make_backend
 from .data import FOLDER_NAME, Dataset, is_image_folder, load_dataset
 from .engine.pack import CheckpointWarning
+from .engine.threads import SingleThreadedOps
 from .engine.trainset import check_folds, check_sizes, split_validation, train_set_size
 from .errors import DataError, DataUnavailable, NoisebenchError, StudyError, disk_full_is_one_line
 from .memory import check_fits
@@ -395,9 +396,10 @@ def _write_study(
     """Store the study (once), then train every unfinished run and export the CSV tables."""
     with Store(out) as store:
         if "identity" not in store.meta():
-            noises = fitted_pixel_noises(study, data)
-            examples = noise_examples(study, data, noises)
-            shares = {name: changed_share(noise, data) for name, noise in noises.items()}
+            with SingleThreadedOps(torch.device("cpu")):  # like a pack's, whatever the threads
+                noises = fitted_pixel_noises(study, data)
+                examples = noise_examples(study, data, noises)
+                shares = {name: changed_share(noise, data) for name, noise in noises.items()}
             store.set_meta(**meta, changed_share=shares, created_at=time.time())
             for name, images in examples.items():
                 store.put_array("study", f"examples/{name}", images)

@@ -74,7 +74,7 @@ def isolated_data_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("NOISEBENCH_CACHE", str(root / "cache"))
     monkeypatch.setattr(data.loading, "SYSTEM_DATA_DIR", root / "system")
 
-    def offline(url: str, output_file: object, pooch: object) -> None:
+    def offline(url: str, _output_file: object, _pooch: object) -> None:
         import requests
 
         raise requests.exceptions.ConnectionError(f"test is offline: {url}")

@@ -45,7 +45,7 @@ def scaled(name: str, **changes) -> Study:
 
 def trained(tmp_path_factory, name: str, study: Study):
     out = tmp_path_factory.mktemp(name)
-    run_study(study, out, dataset="mnist-sample", warn=lambda msg: None)
+    run_study(study, out, dataset="mnist-sample", warn=lambda _: None)
     with Store.open_existing(out) as store:
         return out, load(store, out), store.runs(), store.metrics()
 

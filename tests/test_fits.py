@@ -51,7 +51,7 @@ SEED = "(SELECT seed FROM runs r WHERE r.run_id = epochs.run_id)"
 @pytest.fixture(scope="module")
 def study_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("fits")
-    run_study(parse_study(SMALL), out, dataset="mnist-sample", warn=lambda msg: None)
+    run_study(parse_study(SMALL), out, dataset="mnist-sample", warn=lambda _: None)
     return out
 
 

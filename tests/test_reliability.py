@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import write_idx, write_idx_dataset
-from helpers import TINY_STUDY_TOML, copy_store
+from helpers import TINY_STUDY_TOML, cli, copy_store, wait_for
 from typer.testing import CliRunner
 
 from noisebench import data, memory, runner
@@ -813,14 +813,6 @@ def cli_process(*argv: str, **kwargs) -> subprocess.Popen:
     )
 
 
-def wait_for(condition: Callable[[], bool], proc: subprocess.Popen, seconds: float = 300) -> None:
-    deadline = time.time() + seconds
-    while not condition():
-        assert proc.poll() is None, proc.communicate()
-        assert time.time() < deadline
-        time.sleep(0.05)
-
-
 LONG_STUDY = FAULT_STUDY.replace("epochs = 2", "epochs = 40").replace("fault", "long")
 
 
@@ -987,10 +979,6 @@ def numbers(db_path: Path) -> list[tuple]:
     ).fetchall()
     db.close()
     return rows
-
-
-def cli(*argv: str) -> list[str]:
-    return [sys.executable, "-m", "noisebench", *argv]
 
 
 def done_runs(db_path: Path) -> dict[str, float]:

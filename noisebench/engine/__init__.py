@@ -21,8 +21,10 @@ What a step costs, and why it is written this way (bench/PERFORMANCE.md has the 
   its own Python thread with single-threaded ops (torch releases the GIL inside ops). No op
   then waits at an OpenMP barrier for a thread that another process has taken off its core:
   on a shared 2-core machine this is ~3x faster than 2-thread ops under load, and as fast
-  when idle. Single-threaded ops also make a run's numbers bit-identical whatever its pack
-  (alone, or in a pack of any size or shard count), and checkpoints resume across them.
+  when idle. Every other op of a pack (building it, measuring it) is single-threaded too,
+  whatever the thread count or NOISEBENCH_SHARDS: a run's numbers are then bit-identical in
+  every process and whatever its pack (alone, or in a pack of any size or shard count), and
+  checkpoints resume across them.
 - The model and training options (ModelSpec.batchnorm, dropout, loss; TrainSpec.schedule) are
   branches off this path, by hand as well (norm.py, backward.py, optimizer.py); when they are
   off, a step runs exactly the operations it ran before they existed.

@@ -186,10 +186,9 @@ def train_pack(
     device = torch.device(device)
     analysis = analysis or AnalysisSpec()
     shards = shard_count(len(runs), device)
-    with torch.no_grad():
-        # label noise and `fixed` pixel noise are prepared with torch's usual threads
+    with torch.no_grad(), SingleThreadedOps(device):
         pack = build(runs, data, device, shards, analysis)
-        with SingleThreadedOps(device), Workers(shards) as workers:
+        with Workers(shards) as workers:
             trainer = _PackTraining(pack, runs, data.num_classes, workers, analysis)
             return trainer.run(checkpoint, progress)
 

@@ -1,5 +1,6 @@
 """CPU parallelism: a pack is cut into shards of whole runs, each trained by its own thread
-with single-threaded ops."""
+with single-threaded ops; every other op of a pack (building it, measuring it) is
+single-threaded too."""
 
 import os
 import threading
@@ -18,7 +19,7 @@ def shards_wanted() -> int | None:
 
 def shard_count(runs: int, device: torch.device) -> int:
     """How many shards (threads) train a pack of `runs` runs: one per torch thread on CPU,
-    or $NOISEBENCH_SHARDS (1 trains the pack as one, with torch's multi-threaded ops)."""
+    or $NOISEBENCH_SHARDS (1: the whole pack in one single-threaded shard)."""
     if device.type != "cpu":
         return 1
     return max(1, min(runs, shards_wanted() or torch.get_num_threads()))
@@ -27,9 +28,9 @@ def shard_count(runs: int, device: torch.device) -> int:
 class Workers:
     """Runs one call per shard at once: shard 0 in the calling thread, the others in a pool.
 
-    The pool's threads are started, and given the calling thread's torch thread count, before
-    anything runs: setting it later, while another shard computes, was seen to perturb that
-    shard's numbers, and a thread that never sets it lets MKL use OpenMP's default count.
+    The pool's threads are started, and made single-threaded, before anything runs: setting
+    the count later, while another shard computes, was seen to perturb that shard's numbers,
+    and a thread that never sets it lets MKL use OpenMP's default count.
     Each call runs without autograd. If one fails (or the progress callback raises in shard
     0), `stop` is set so the others return early, and the error is raised once all are done.
     """
@@ -38,10 +39,9 @@ class Workers:
         self.stop = threading.Event()
         self.pool = None
         if count > 1:
-            threads = torch.get_num_threads()
             ready = threading.Barrier(count - 1)
             self.pool = ThreadPoolExecutor(
-                count - 1, initializer=torch.set_num_threads, initargs=(threads,)
+                count - 1, initializer=torch.set_num_threads, initargs=(1,)
             )
             for future in [self.pool.submit(ready.wait) for _ in range(count - 1)]:
                 future.result()  # every thread exists and is set up
@@ -74,16 +74,20 @@ class Workers:
 
 
 class SingleThreadedOps:
-    """While a pack trains on CPU, every op runs single-threaded (the shards are the
-    parallelism): a run's numbers are then bit for bit the same in any pack, even alone.
-    Only NOISEBENCH_SHARDS=1 keeps torch's multi-threaded ops (one shard, one pack)."""
+    """While a pack is built, trained and measured on CPU, every op runs single-threaded (the
+    shards are the parallelism), whatever the torch thread count or $NOISEBENCH_SHARDS.
+
+    A multi-threaded kernel splits its sums by thread count (torch's sum of 4 million floats
+    differs between 1 and 2 threads), so the numbers would depend on how many threads a
+    process has. Single-threaded, a run's numbers are bit for bit the same in every process,
+    setting and pack, even alone (tests/test_determinism.py, bench/determinism.py)."""
 
     def __init__(self, device: torch.device):
         self.device = device
         self.before = torch.get_num_threads()
 
     def __enter__(self) -> "SingleThreadedOps":
-        if self.device.type == "cpu" and shards_wanted() != 1:
+        if self.device.type == "cpu":
             torch.set_num_threads(1)
         return self
 

@@ -44,7 +44,7 @@ def time_pack(
     times (keeping the fastest), and one evaluation; for the benchmark (bench/)."""
     device = torch.device(device)
     shards = shard_count(len(runs), device)
-    with torch.no_grad():
+    with torch.no_grad(), SingleThreadedOps(device):
         pack = build(runs, data, device, shards)
     batch, n_train = pack.spec.batch_size, len(data.train_y)
     orders = [seeding.generator(r.seed, "order") for r in pack.runs]
