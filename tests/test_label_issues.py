@@ -204,7 +204,7 @@ def test_a_study_stopped_before_its_folds_were_joined_resumes_to_the_same_number
     whole = spec.run(tmp_path / "whole", dataset="mnist-sample").metrics("cv_issues%")
     assert len(whole) > 0
     with monkeypatch.context() as patch:  # stopped after training, before the join
-        patch.setattr(crossval, "join_folds", lambda *args: None)
+        patch.setattr(crossval, "join_folds", lambda *_: None)
         spec.run(tmp_path / "stopped", dataset="mnist-sample")
     folds = fold_runs(spec, plan(spec))
     with Store(tmp_path / "stopped") as store:
