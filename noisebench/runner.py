@@ -19,6 +19,7 @@ import torch
 from . import __version__, seeding
 from .backends import Backend, PackJob, make_backend
 from .data import FOLDER_NAME, Dataset, is_image_folder, load_dataset
+from .engine.methods import check_methods
 from .engine.pack import CheckpointWarning
 from .engine.trainset import check_sizes, split_validation, train_set_size
 from .errors import DataError, DataUnavailable, NoisebenchError, StudyError, disk_full_is_one_line
@@ -324,6 +325,7 @@ def run_study(
         check_sizes(runs, data)
         check_noises(study, data)
         check_validation(study, data)
+        check_methods(runs, data.num_classes)
         if backend == "local":
             check_memory(runs, study, data, dev)
         meta = _study_meta(study, choice, identity, fingerprint)

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from .. import seeding
+from ..errors import StudyError
 from ..noise import LabelMatrix, LabelPairFlip, LabelShuffle, LabelUniform, make_noise
 from ..study import RunSpec
 from . import backward
@@ -94,6 +95,15 @@ def check_transition(run: RunSpec, num_classes: int) -> None:
 def training_images(train_x: Tensor, train: RunTrainSet) -> Tensor:
     """uint8 [N', F]: the images of a run's training set, in its order."""
     return train_x if train.source is None else train_x[train.source.to(train_x.device)]
+
+
+def check_methods(runs: list[RunSpec], num_classes: int) -> None:
+    """StudyError (one line) before any training if a run's loss correction cannot use its T."""
+    for run in runs:
+        try:
+            check_transition(run, num_classes)
+        except ValueError as exc:
+            raise StudyError(str(exc)) from None
 
 
 def anchor_transition(probs: Tensor) -> Tensor:
