@@ -225,10 +225,17 @@ def test_early_stop_stops_on_the_validation_loss_and_keeps_its_best_epoch(small_
     for run in runs:
         result = results[run.run_id]
         if run.method_name == "early-stop":
-            losses = [e["val_loss"] for e in result.epochs]
+            # it watches the validation split with labels as noisy as its training labels
+            losses = [e["val_noisy_loss"] for e in result.epochs]
             best = result.final["best_epoch"]
             assert losses[best - 1] == min(losses)
             assert len(losses) == 8 or losses[-1] >= losses[-2]
+            noisy_acc = result.epochs[-1]["val_noisy_acc"]
+            clean_acc = result.epochs[-1]["val_acc"]
+            if run.level == 0.4:  # about 40 % of the held-out labels are wrong
+                assert 0.45 * clean_acc < noisy_acc < 0.75 * clean_acc
+            else:
+                assert noisy_acc == clean_acc
         else:
             assert len(result.epochs) == 8 and "best_epoch" not in result.final
 

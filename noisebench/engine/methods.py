@@ -16,7 +16,7 @@ from torch import Tensor
 
 from .. import seeding
 from ..errors import StudyError
-from ..noise import LabelMatrix, LabelPairFlip, LabelShuffle, LabelUniform, make_noise
+from ..noise import LabelMatrix, LabelNoise, LabelPairFlip, LabelShuffle, LabelUniform, make_noise
 from ..study import RunSpec
 from . import backward
 from .backward import Loss
@@ -95,6 +95,18 @@ def check_transition(run: RunSpec, num_classes: int) -> None:
 def training_images(train_x: Tensor, train: RunTrainSet) -> Tensor:
     """uint8 [N', F]: the images of a run's training set, in its order."""
     return train_x if train.source is None else train_x[train.source.to(train_x.device)]
+
+
+def noisy_validation_labels(run: RunSpec, valid_x: Tensor, valid_y: Tensor, k: int) -> Tensor:
+    """The labels the early-stop method watches on the validation split: corrupted by the
+    run's own label noise (its seed's "validation-labels" stream), as a practitioner's
+    held-out labels would be; the clean labels when the run has none."""
+    noise = make_noise(run.noise, dict(run.params)) if run.noise and run.level > 0 else None
+    if not isinstance(noise, LabelNoise) or noise.max_level > 1:  # dilution adds examples
+        return valid_y
+    noise.prepare(valid_x.cpu(), valid_y.cpu(), run.seed)
+    gen = seeding.generator(run.seed, "validation-labels")
+    return noise.corrupt(valid_y.cpu(), k, run.level, gen).labels.to(valid_y.device)
 
 
 def check_methods(runs: list[RunSpec], num_classes: int) -> None:

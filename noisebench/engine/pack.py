@@ -24,6 +24,7 @@ from .methods import (
     anchor_transition,
     init_seed,
     method_key,
+    noisy_validation_labels,
     shard_loss,
     training_images,
     unit_key,
@@ -239,6 +240,12 @@ class _PackTraining:
         self.stopping = Stopping(pack.runs, pack.tensors())
         self.epoch = 0  # epochs done
         self.estimates: dict[int, torch.Tensor] = {}  # run (pack order) -> estimated T, float64
+        sets = pack.sets
+        self.noisy_valid = {  # run (pack order) -> the noisy validation labels it stops on
+            r: noisy_validation_labels(run, sets.valid_x, sets.valid_y, num_classes)
+            for r, run in enumerate(pack.runs)
+            if run.method_name == "early-stop" and sets.valid_x is not None
+        }
 
     def run(
         self, checkpoint: Path | None, progress: Callable[[int, int], None] | None
@@ -299,6 +306,9 @@ class _PackTraining:
             pack.shards,
         )
         extra = [row for part in parts for row in part]
+        for r, labels in self.noisy_valid.items():
+            loss, acc, _ = evaluate(pack.model.rows(r, r + 1), pack.sets.valid_x, labels)
+            extra[r] |= {"val_noisy_loss": loss.item(), "val_noisy_acc": acc.item()}
         wall = time.perf_counter() - began
         n = pack.n_train
         metrics = torch.stack([self.loss_sum / n, self.correct / n, *test]).T.tolist()

@@ -40,9 +40,11 @@ class Stopping:
         """Run r finished `epoch` with `metrics`: keep its parameters or stop it."""
         if self.early[r] is not None:
             patience, min_delta = self.early[r]
-            if metrics["val_loss"] < self.best_loss[r] - min_delta:
+            # the method "early-stop" watches its noisy validation labels
+            loss = metrics.get("val_noisy_loss", metrics["val_loss"])
+            if loss < self.best_loss[r] - min_delta:
                 self.best_loss[r], self.best_epoch[r], self.waited[r] = (
-                    metrics["val_loss"],
+                    loss,
                     epoch,
                     0,
                 )
