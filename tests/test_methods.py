@@ -255,3 +255,56 @@ def test_the_remedies_preset_loads_with_every_method_and_noise():
     }
     assert {s.noise for s in study.setups} == {"labels.uniform", "labels.pairflip"}
     assert study.seeds == [0, 1, 2]
+
+
+# --- the report section ------------------------------------------------------------------------
+
+
+def _frames():
+    """ce, gce, early-stop and a co-teaching pair at one setting over 3 seeds, 3 epochs, and
+    a clean ce baseline; gce is exactly 10 points above ce in every seed."""
+    import pandas as pd
+
+    runs, metrics = [], []
+
+    def add(run_id, setup, level, seed, method, accs, peer=0, fit=0.5, best_epoch=None):
+        runs.append(
+            dict(run_id=run_id, setup=setup, level=level, seed=seed, method=method, peer=peer)
+        )
+        for epoch, acc in enumerate(accs, start=1):
+            metrics.append(dict(run_id=run_id, epoch=epoch, metric="test_acc", value=acc))
+            metrics.append(dict(run_id=run_id, epoch=epoch, metric="fit_noisy", value=fit))
+        if best_epoch is not None:
+            metrics.append(dict(run_id=run_id, epoch=0, metric="best_epoch", value=best_epoch))
+
+    for seed, base in enumerate((0.5, 0.6, 0.7)):
+        add(f"clean{seed}", "clean", 0.0, seed, "ce", [0.85, 0.9, 0.9])
+        add(f"ce{seed}", "sym", 0.5, seed, "ce", [base + 0.2, base + 0.1, base], fit=0.8)
+        add(f"gce{seed}", "sym", 0.5, seed, "gce", [base, base + 0.05, base + 0.1], fit=0.1)
+        add(f"es{seed}", "sym", 0.5, seed, "early-stop", [base + 0.2, base + 0.1], best_epoch=1)
+        add(f"ct{seed}", "sym", 0.5, seed, "coteaching", [0.1, 0.1, 0.1])
+        add(f"ct{seed}b", "sym", 0.5, seed, "coteaching", [0.9, 0.9, 0.9], peer=1)
+    return pd.DataFrame(runs), pd.DataFrame(metrics)
+
+
+def test_the_methods_section_ranks_methods_with_paired_intervals_against_ce():
+    from noisebench.report.methods_section import as_text, methods_section
+
+    section = methods_section(*_frames())
+    table = section.tables[("sym", 0.5)].set_index("method")
+    assert list(table.index) == ["early-stop", "gce", "ce", "coteaching"]
+    # early-stop keeps epoch 1 (ce's peak there, 20 points above ce's last epoch)
+    assert table.at["early-stop", "last_acc"] == pytest.approx(0.8)
+    gce = table.at["gce", "last_vs_ce"]
+    assert (gce.mean, gce.low, gce.high, gce.n) == pytest.approx((0.1, 0.1, 0.1, 3))
+    assert table.at["gce", "best_vs_ce"].mean == pytest.approx(-0.1)  # ce's best is epoch 1
+    # ce ends at 60 %, clean at 90 %: gce buys back 10 of the 30 points lost
+    assert table.at["gce", "bought_back"] == pytest.approx(1 / 3)
+    assert table.at["gce", "fit_noisy"] == pytest.approx(0.1)
+    assert table.at["coteaching", "last_acc"] == pytest.approx(0.1)  # peer 0 only
+    assert table.at["coteaching", "compute_vs_ce"] == pytest.approx(2.0)
+    assert table.at["early-stop", "compute_vs_ce"] == pytest.approx(2 / 3)
+    assert "most of all early-stop: +20.0 [+20.0, +20.0] points" in section.paragraphs[0]
+    assert "coteaching end(s) below it" in section.paragraphs[0]
+    assert as_text(section.tables[("sym", 0.5)]).iloc[1, 2] == "+10.0 [+10.0, +10.0]"
+    assert len(section.figures[("sym", 0.5)].axes[0].lines) == 5  # 4 methods, clean line
