@@ -219,6 +219,27 @@ def test_every_method_trains_and_a_run_is_the_same_alone_as_in_a_mixed_pack(smal
     assert len(distinct) >= len(by_method) - 2  # forward/estimated ≈ ce in epoch 1 only
 
 
+def test_resuming_continues_bit_for_bit_with_estimated_t_and_coteaching(small_data, tmp_path):
+    """The estimate of T made after epoch 1 and the co-teaching schedule survive a restart in
+    epoch 3."""
+    estimated = {"name": "backward", "T": "estimated", "estimate_after": 1}
+    runs = plan(study_of([estimated, {"name": "coteaching", "t_k": 2}], 3, validation=0.0))
+    reference = [numbers(r) for r in train_pack(runs, small_data)]
+    checkpoint = tmp_path / "pack.pt"
+
+    class Stop(Exception):
+        pass
+
+    def stop_in_third_epoch(step: int, total: int) -> None:
+        if step >= 2 * total // 3 + 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train_pack(runs, small_data, checkpoint=checkpoint, progress=stop_in_third_epoch)
+    resumed = [numbers(r) for r in train_pack(runs, small_data, checkpoint=checkpoint)]
+    assert resumed == reference
+
+
 def test_early_stop_stops_on_the_validation_loss_and_keeps_its_best_epoch(small_data):
     runs = [r for r in plan(study_of(["ce", {"name": "early-stop", "patience": 1}], 8))]
     results = {r.run_id: res for r, res in zip(runs, train_pack(runs, small_data), strict=True)}

@@ -1,0 +1,90 @@
+"""What each training method costs: a pack's step time with the method against plain ce.
+
+    python bench/methods.py [--dataset mnist-sample] [--runs 12] [--steps 100] [--repeats 3]
+
+Every pack trains the same thing: `--runs` runs (seeds 0, 1, ...) of the remedies preset's
+model and recipe (MLP 784-128-10, Adam, batch 128) at 50 % symmetric label noise, all with one
+method (co-teaching: runs/2 pairs, so the same number of networks). A step's time is the best
+of `--repeats` (other processes only ever slow a run down); the table gives each method's time
+per step relative to ce's, measured in the same process, one method after the other, twice
+(ce first and last) so drift in the machine's load shows. Forward and backward correction are
+timed with T = "true": with T = "estimated" a step costs the same once T is estimated (before,
+it is a ce step), plus one pass over the training set to estimate it.
+"""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from noisebench.data import load_dataset  # noqa: E402
+from noisebench.engine import time_pack  # noqa: E402
+from noisebench.study import load_preset, method_label, parse_study, plan  # noqa: E402
+
+METHODS = [
+    "ce",
+    "gce",
+    "sce",
+    "bootstrap",
+    {"name": "bootstrap", "hard": True},
+    "forward",
+    "backward",
+    "coteaching",
+    "ce",
+]
+
+
+def runs_of(method, runs: int):
+    preset = load_preset("remedies")
+    pairs = isinstance(method, str) and method == "coteaching"
+    study = parse_study(
+        {
+            "name": "bench-methods",
+            "seeds": list(range(runs // 2 if pairs else runs)),
+            "levels": [0.5],
+            "methods": [method],
+            "model": preset.model.model_dump(),
+            "train": preset.train.model_dump(),
+            "setups": [
+                {"name": "sym", "noise": "labels.uniform", "params": {"exclude_true": True}}
+            ],
+        }
+    )
+    return plan(study)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", default="mnist-sample")
+    parser.add_argument("--runs", type=int, default=12)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    data = load_dataset(args.dataset)
+    rows = []
+    for method in METHODS:
+        runs = runs_of(method, args.runs)
+        timing = time_pack(runs, data, steps=args.steps, repeats=args.repeats)
+        rows.append({"method": method_label(runs[0].method), "step_s": timing.step_s})
+    ce = min(r["step_s"] for r in rows if r["method"] == "ce")
+    table = Table(title=f"{args.runs} networks per pack on {args.dataset}: time per step")
+    for col in ("method", "ms per step", "vs ce"):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    for row in rows:
+        row["vs_ce"] = row["step_s"] / ce
+        table.add_row(row["method"], f"{1000 * row['step_s']:.2f}", f"{row['vs_ce']:.2f}×")
+    Console().print(table)
+    Console().print(f"load average: {os.getloadavg()[0]:.1f}")
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "load": os.getloadavg()[0]}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
