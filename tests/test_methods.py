@@ -329,3 +329,24 @@ def test_the_methods_section_ranks_methods_with_paired_intervals_against_ce():
     assert "coteaching end(s) below it" in section.paragraphs[0]
     assert as_text(section.tables[("sym", 0.5)]).iloc[1, 2] == "+10.0 [+10.0, +10.0]"
     assert len(section.figures[("sym", 0.5)].axes[0].lines) == 5  # 4 methods, clean line
+
+
+def test_a_tiny_study_of_every_method_is_stored_and_shown_method_by_method(tmp_path):
+    """Every method's runs reach the store with their method; the main summary shows only
+    plain ce (one seed, not eleven runs averaged); the methods section ranks all of them."""
+    from noisebench.store import Store
+
+    study = study_of(EVERY_METHOD, 1, train_sizes=[300])
+    results = study.run(tmp_path, dataset="mnist-sample")
+    summary = results.summary()
+    assert summary["seeds"].tolist() == [1, 1]
+    with Store.open_existing(tmp_path, readonly=True) as store:
+        stored = [r["config"].get("method", {}).get("name", "ce") for r in store.runs()]
+    assert sorted(set(stored)) == sorted(
+        {m if isinstance(m, str) else m["name"] for m in EVERY_METHOD}
+    )
+    section = results.methods()
+    table = section.tables[("sym", 0.4)]
+    assert len(table) == len(EVERY_METHOD)  # co-teaching once (peer 0)
+    ce = table.set_index("method").at["ce", "last_acc"]
+    assert ce == pytest.approx(summary.set_index("level").at[0.4, "test_acc"])
