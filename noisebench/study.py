@@ -222,15 +222,25 @@ class Method(Spec):
 
 
 def method_label(method: tuple[tuple[str, Any], ...]) -> str:
-    """A short name for a run's method: "ce", "gce", "bootstrap-hard", "forward (estimated T)"."""
+    """A short name for a run's method: "ce", "gce", "bootstrap-hard", "forward (estimated T)",
+    with any parameter off its default: "gce q=0.5"."""
     params = dict(method)
-    name = params.get("name", "ce")
+    name = params.pop("name", "ce")
+    params.pop("peer", None)
+    label = name
     if name == "bootstrap":
-        return "bootstrap-hard" if params["hard"] else "bootstrap-soft"
+        label = "bootstrap-hard" if params["hard"] else "bootstrap-soft"
+        default_beta = 0.8 if params.pop("hard") else 0.95
+        if params["beta"] == default_beta:
+            params.pop("beta")
     if name in ("forward", "backward"):
-        t = params["T"]
-        return f"{name} ({t if isinstance(t, str) else 'given'} T)"
-    return name
+        t = params.pop("T")
+        label = f"{name} ({t if isinstance(t, str) else 'given'} T)"
+        if t != "estimated":
+            params.pop("estimate_after")
+    defaults = METHOD_PARAMS.get(name, {})
+    changed = [f"{k}={v:g}" for k, v in params.items() if k in defaults and defaults[k] != v]
+    return " ".join([label, *changed])
 
 
 class DataSpec(Spec):

@@ -105,7 +105,7 @@ def _per_run(runs: pd.DataFrame, metrics: pd.DataFrame) -> tuple[pd.DataFrame, p
                 "best": epochs["test_acc"].max(),
                 "fit_noisy": at_kept.get("fit_noisy", math.nan),
                 "epochs": len(epochs),
-                "networks": 2 if run.method == "coteaching" else 1,
+                "networks": 2 if run.method.startswith("coteaching") else 1,
             }
         )
     curves = wide["test_acc"].rename("test_acc").reset_index()
