@@ -245,4 +245,6 @@ def shard_loss(
             loss = _segment_loss(runs[start:stop], base, num_classes, opt, steps_per_epoch, dtype)
             segments.append((start, stop, loss))
             start = stop
+    if len(segments) == 1 and not isinstance(segments[0][2], Corrected):
+        return segments[0][2]  # one method: its loss on the whole shard, no copy
     return ShardLosses(segments)
