@@ -126,6 +126,17 @@ def anchor_transition(probs: Tensor) -> Tensor:
     return probs[anchors]
 
 
+def estimate_error(run: RunSpec, estimate: Tensor) -> dict[str, float]:
+    """How far an estimated T [K, K] lies from the one the run's noise implies: the mean over
+    classes of the L1 distance between rows (0: exact, 2: disjoint); nothing when the noise
+    implies no matrix."""
+    try:
+        true = true_transition(run, estimate.shape[0])
+    except ValueError:
+        return {}
+    return {"transition_l1": float((estimate.double().cpu() - true).abs().sum(1).mean())}
+
+
 class Corrected:
     """Forward or backward correction of rows with transition matrices T [R, K, K]; with
     T = "estimated" (`transition` None), plain cross-entropy until the pack sets the estimate

@@ -22,6 +22,7 @@ from .measure import EvalSets, epoch_metrics, eval_sets, final_metrics
 from .methods import (
     ShardLosses,
     anchor_transition,
+    estimate_error,
     init_seed,
     method_key,
     noisy_validation_labels,
@@ -384,6 +385,8 @@ class _PackTraining:
             result.final = self.stopping.final(r, last) | {"train_size": pack.n_train}
             if result.status != "diverged":
                 result.final |= finals[r]
+            if r in self.estimates:
+                result.final |= estimate_error(pack.runs[r], self.estimates[r])
 
     def _state(self) -> dict[str, Any]:
         pack = self.pack

@@ -14,7 +14,8 @@ epoch it kept) and at its best epoch (an oracle: it looks at the test set), each
 paired (same seed) difference against `ce` and its 95 % t-interval over seeds; the share of
 the clean accuracy lost by `ce` that the method buys back; the share of corrupted examples
 fitted; the compute it used relative to `ce` (networks × epochs trained; the per-step cost of
-each loss is measured by bench/methods.py, not here: a pack's runs share its wall clock).
+each loss is measured by bench/methods.py, not here: a pack's runs share its wall clock); for
+an estimated T, its mean L1 distance per row from the true T (epoch 0: transition_l1).
 """
 
 from __future__ import annotations
@@ -94,6 +95,9 @@ def _per_run(runs: pd.DataFrame, metrics: pd.DataFrame) -> tuple[pd.DataFrame, p
             best_epoch = after.at[run.run_id, "best_epoch"]
             kept = int(best_epoch) if best_epoch > 0 else kept
         at_kept = epochs.loc[kept] if kept in epochs.index else epochs.iloc[-1]
+        l1 = math.nan
+        if "transition_l1" in after and run.run_id in after.index:
+            l1 = after.at[run.run_id, "transition_l1"]
         rows.append(
             {
                 "run_id": run.run_id,
@@ -105,6 +109,7 @@ def _per_run(runs: pd.DataFrame, metrics: pd.DataFrame) -> tuple[pd.DataFrame, p
                 "best": epochs["test_acc"].max(),
                 "fit_noisy": at_kept.get("fit_noisy", math.nan),
                 "epochs": len(epochs),
+                "transition_l1": l1,
                 "networks": 2 if run.method.startswith("coteaching") else 1,
             }
         )
@@ -141,6 +146,7 @@ def _setting_table(table: pd.DataFrame, clean: float) -> pd.DataFrame:
                 "bought_back": bought,
                 "fit_noisy": part["fit_noisy"].mean(),
                 "compute_vs_ce": cost.mean() / base_cost,
+                "transition_l1": part["transition_l1"].mean(),
             }
         )
     return pd.DataFrame(rows).sort_values("last_acc", ascending=False, ignore_index=True)
@@ -217,6 +223,9 @@ def as_text(table: pd.DataFrame) -> pd.DataFrame:
             "of the clean gap bought back %": table.bought_back.map(pct),
             "corrupted fitted %": table.fit_noisy.map(pct),
             "compute vs ce": table.compute_vs_ce.map(lambda v: f"{v:.2f}×"),
+            "estimated T: L1 per row": table.transition_l1.map(
+                lambda v: "–" if math.isnan(v) else f"{v:.2f}"
+            ),
         }
     )
 
