@@ -1,6 +1,6 @@
 """What each training method costs: a pack's step time with the method against plain ce.
 
-    python bench/methods.py [--dataset mnist-sample] [--runs 12] [--steps 100] [--repeats 2] [--rounds 3]
+    python bench/methods.py [--dataset D] [--runs 12] [--steps 100] [--repeats 2] [--rounds 3]
 
 Every pack trains the same thing: `--runs` runs (seeds 0, 1, ...) of the remedies preset's
 model and recipe (MLP 784-128-10, Adam, batch 128) at 50 % symmetric label noise, all with one
