@@ -448,6 +448,10 @@ BAD_INPUTS = {
         on_sample(study(head="methods = [{name = 'forward', T = [[0.5, 0.5], [0.5, 0.5]]}]\n")),
         "method forward: T is 2×2, but the dataset has 10 classes",
     ),
+    "backward correction with a singular T": Case(
+        on_sample(replaced("levels = [0.0, 0.5]", "levels = [0.0, 1.0]\nmethods = ['backward']")),
+        "method backward: the T of setup 'label noise' at level 1 is singular",
+    ),
     "early-stop without validation": Case(
         study(head="methods = ['ce', 'early-stop']\n"), "'early-stop' needs a validation share"
     ),
