@@ -452,6 +452,10 @@ BAD_INPUTS = {
         on_sample(replaced("levels = [0.0, 0.5]", "levels = [0.0, 1.0]\nmethods = ['backward']")),
         "method backward: the T of setup 'label noise' at level 1 is singular",
     ),
+    "co-teaching forgetting every example": Case(
+        on_sample(replaced("levels = [0.0, 0.5]", "levels = [0.0, 1.0]\nmethods = ['coteaching']")),
+        "method coteaching: setup 'label noise' at level 1 gives a forget rate ≥ 1",
+    ),
     "early-stop without validation": Case(
         study(head="methods = ['ce', 'early-stop']\n"), "'early-stop' needs a validation share"
     ),

@@ -112,6 +112,12 @@ def noisy_validation_labels(run: RunSpec, valid_x: Tensor, valid_y: Tensor, k: i
 def check_methods(runs: list[RunSpec], num_classes: int) -> None:
     """StudyError (one line) before any training if a run's loss correction cannot use its T."""
     for run in runs:
+        forget = dict(run.method).get("forget_rate", run.level)
+        if run.method_name == "coteaching" and forget >= 1:
+            raise StudyError(
+                f"method coteaching: setup '{run.setup}' at level {run.level:g} gives a forget "
+                "rate ≥ 1; give forget_rate in [0, 1)"
+            )
         try:
             check_transition(run, num_classes)
         except ValueError as exc:
