@@ -370,6 +370,17 @@ class Study(Spec):
             raise ValueError("method 'early-stop' needs a validation share (validation = 0.1)")
         return self
 
+    @model_validator(mode="after")
+    def _estimate_before_the_end(self) -> "Study":
+        for m in self.methods:
+            after = dict(m.resolved()).get("estimate_after")
+            if m.T == "estimated" and after >= self.train.epochs:
+                raise ValueError(
+                    f"method {m.name} estimates T after {after} epochs, but training has "
+                    f"{self.train.epochs}: lower estimate_after"
+                )
+        return self
+
     @model_serializer(mode="wrap")
     def _dump(self, handler: Any) -> Any:
         """`methods` is left out at its default (see ModelSpec._dump)."""

@@ -339,7 +339,7 @@ def test_a_tiny_study_of_every_method_is_stored_and_shown_method_by_method(tmp_p
     plain ce (one seed, not eleven runs averaged); the methods section ranks all of them."""
     from noisebench.store import Store
 
-    study = study_of(EVERY_METHOD, 1, train_sizes=[300])
+    study = study_of(EVERY_METHOD, 2, train_sizes=[300])
     results = study.run(tmp_path, dataset="mnist-sample")
     summary = results.summary()
     assert summary["seeds"].tolist() == [1, 1]

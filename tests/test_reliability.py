@@ -456,6 +456,10 @@ BAD_INPUTS = {
         on_sample(replaced("levels = [0.0, 0.5]", "levels = [0.0, 1.0]\nmethods = ['coteaching']")),
         "method coteaching: setup 'label noise' at level 1 gives a forget rate ≥ 1",
     ),
+    "T estimated after the last epoch": Case(
+        study(head="methods = [{name = 'forward', T = 'estimated'}]\n"),
+        "method forward estimates T after 5 epochs, but training has 1: lower estimate_after",
+    ),
     "early-stop without validation": Case(
         study(head="methods = ['ce', 'early-stop']\n"), "'early-stop' needs a validation share"
     ),
