@@ -97,6 +97,14 @@ class Results:
             flat.append(item)
         return pd.DataFrame(flat)
 
+    def methods(self):
+        """The training methods side by side (report/methods_section.py): per noise setting,
+        the ranked table, the test-accuracy figure and the checked headlines."""
+        from .report.methods_section import frames, methods_section
+
+        with Store.open_existing(self.directory, readonly=True) as store:
+            return methods_section(*frames(store))
+
     def plot_kinds(self) -> list[str]:
         """The figure names `plot` accepts (those of the report)."""
         from .report.figures import catalogue

@@ -19,6 +19,7 @@ import torch
 from . import __version__, crossval, seeding
 from .backends import Backend, PackJob, make_backend
 from .data import FOLDER_NAME, Dataset, is_image_folder, load_dataset
+from .engine.methods import check_methods
 from .engine.pack import CheckpointWarning
 from .engine.threads import SingleThreadedOps
 from .engine.trainset import check_folds, check_sizes, split_validation, train_set_size
@@ -326,6 +327,7 @@ def run_study(
         check_folds(fold_runs(study, runs), data)
         check_noises(study, data)
         check_validation(study, data)
+        check_methods(runs, data.num_classes)
         if backend == "local":
             check_memory([*runs, *fold_runs(study, runs)], study, data, dev)
         meta = _study_meta(study, choice, identity, fingerprint)

@@ -1,11 +1,11 @@
 """Study files: a validated spec (TOML), the shipped presets, and the plan of runs and packs."""
 
-import dataclasses
 import hashlib
 import json
+import math
 import tomllib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -123,6 +123,124 @@ class TrainSpec(Spec):
         """The schedule's fields are left out at their defaults (see ModelSpec._dump)."""
         options = {"schedule": "constant", "step_size": 5, "gamma": 0.1}
         return {k: v for k, v in handler(self).items() if k not in options or options[k] != v}
+
+
+METHODS = ("ce", "gce", "sce", "bootstrap", "forward", "backward", "coteaching", "early-stop")
+# Each method's parameters and their defaults (None: no default; the method's docstring).
+METHOD_PARAMS: dict[str, dict[str, Any]] = {
+    "ce": {},
+    "gce": {"q": 0.7},
+    "sce": {"alpha": 0.1, "beta": 1.0, "log_zero": -4.0},
+    "bootstrap": {"hard": False, "beta": None},  # β: 0.95 soft, 0.8 hard (Reed et al. 2015)
+    "forward": {"T": "true", "estimate_after": 5},
+    "backward": {"T": "true", "estimate_after": 5},
+    "coteaching": {"forget_rate": None, "t_k": 10},  # τ: the setup's noise level
+    "early-stop": {"patience": 5},
+}
+
+
+def _check_transition(matrix: list[list[float]]) -> None:
+    k = len(matrix)
+    for i, row in enumerate(matrix):
+        if len(row) != k:
+            raise ValueError(f"T must be square: row {i} has {len(row)} entries, not {k}")
+        if min(row) < 0:
+            raise ValueError(f"T is not row-stochastic: row {i} has a negative entry")
+        if abs(math.fsum(row) - 1) > 1e-6:
+            raise ValueError(f"T is not row-stochastic: row {i} sums to {math.fsum(row):.9g}")
+
+
+class Method(Spec):
+    """How a run trains against its (noisy) labels; "ce", plain cross-entropy, is the default.
+
+    - "gce": generalized cross-entropy (Zhang & Sabuncu 2018), `q` in (0, 1] (0.7).
+    - "sce": symmetric cross-entropy (Wang et al. 2019): `alpha`·CE + `beta`·reverse CE with
+      log 0 taken as `log_zero` (0.1, 1.0, −4).
+    - "bootstrap": soft (or `hard`) bootstrapping (Reed et al. 2015), `beta` in [0, 1] (0.95
+      soft, 0.8 hard).
+    - "forward", "backward": loss correction (Patrini et al. 2017) with the transition matrix
+      `T`: "true" (the one the setup's label noise implies), "estimated" (the anchor-point
+      estimate from the run's own probabilities after `estimate_after` epochs of plain
+      cross-entropy, which are its `ce` twin's epochs), or a K×K row-stochastic matrix.
+    - "coteaching": two networks (two runs, peers 0 and 1) each updating on the small-loss
+      examples of its peer (Han et al. 2018); forget rate `forget_rate` (default: the level),
+      reached linearly over `t_k` epochs.
+    - "early-stop": cross-entropy, stopped when the loss on the (noisy) validation split has
+      not improved for `patience` epochs; the study needs `validation` > 0.
+    """
+
+    name: Literal[
+        "ce", "gce", "sce", "bootstrap", "forward", "backward", "coteaching", "early-stop"
+    ]
+    q: float | None = None
+    alpha: float | None = None
+    beta: float | None = None
+    log_zero: float | None = None
+    hard: bool | None = None
+    T: Literal["true", "estimated"] | list[list[float]] | None = None
+    estimate_after: Annotated[int, Field(gt=0, le=MAX_EPOCHS)] | None = None
+    forget_rate: float | None = None
+    t_k: Annotated[int, Field(gt=0, le=MAX_EPOCHS)] | None = None
+    patience: Annotated[int, Field(gt=0, le=MAX_EPOCHS)] | None = None
+
+    @model_validator(mode="after")
+    def _parameters_in_range(self) -> "Method":
+        allowed = METHOD_PARAMS[self.name]
+        for key in type(self).model_fields:
+            if key != "name" and getattr(self, key) is not None and key not in allowed:
+                raise ValueError(f"method '{self.name}' takes no parameter '{key}'")
+        if self.q is not None and not 0 < self.q <= 1:
+            raise ValueError(f"gce's q must lie in (0, 1], not {self.q:g}")
+        for key in ("alpha", "beta"):
+            value = getattr(self, key)
+            if value is not None and value < 0:
+                raise ValueError(f"{self.name}'s {key} must not be negative, not {value:g}")
+        if self.name == "bootstrap" and self.beta is not None and self.beta > 1:
+            raise ValueError(f"bootstrap's beta must lie in [0, 1], not {self.beta:g}")
+        if self.log_zero is not None and self.log_zero >= 0:
+            raise ValueError(f"sce's log_zero stands for log 0: negative, not {self.log_zero:g}")
+        if self.forget_rate is not None and not 0 <= self.forget_rate < 1:
+            raise ValueError(
+                f"coteaching's forget_rate must lie in [0, 1), not {self.forget_rate:g}"
+            )
+        if isinstance(self.T, list):
+            _check_transition(self.T)
+        return self
+
+    def resolved(self) -> tuple[tuple[str, Any], ...]:
+        """The method with every default filled in, as RunSpec.method holds it; () for "ce"
+        (the run ids of studies without methods stay what they were)."""
+        if self.name == "ce":
+            return ()
+        params = dict(METHOD_PARAMS[self.name])
+        params |= {k: v for k, v in self.model_dump().items() if k in params and v is not None}
+        if self.name == "bootstrap" and params["beta"] is None:
+            params["beta"] = 0.8 if params["hard"] else 0.95
+        if isinstance(params.get("T"), list):
+            params["T"] = tuple(tuple(row) for row in params["T"])
+        return (("name", self.name), *sorted((k, v) for k, v in params.items() if v is not None))
+
+
+def method_label(method: tuple[tuple[str, Any], ...]) -> str:
+    """A short name for a run's method: "ce", "gce", "bootstrap-hard", "forward (estimated T)",
+    with any parameter off its default: "gce q=0.5"."""
+    params = dict(method)
+    name = params.pop("name", "ce")
+    params.pop("peer", None)
+    label = name
+    if name == "bootstrap":
+        label = "bootstrap-hard" if params["hard"] else "bootstrap-soft"
+        default_beta = 0.8 if params.pop("hard") else 0.95
+        if params["beta"] == default_beta:
+            params.pop("beta")
+    if name in ("forward", "backward"):
+        t = params.pop("T")
+        label = f"{name} ({t if isinstance(t, str) else 'given'} T)"
+        if t != "estimated":
+            params.pop("estimate_after")
+    defaults = METHOD_PARAMS.get(name, {})
+    changed = [f"{k}={v:g}" for k, v in params.items() if k in defaults and defaults[k] != v]
+    return " ".join([label, *changed])
 
 
 class DataSpec(Spec):
@@ -243,6 +361,46 @@ class Study(Spec):
     early_stopping: EarlyStopping | None = None
     stop_at_train_acc: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
     analysis: AnalysisSpec = AnalysisSpec()
+    # training methods, crossed with every setup, level and seed (a name or a table each)
+    methods: list[Method] = Field(default=[Method(name="ce")], min_length=1, max_length=MAX_LIST)
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _names_are_methods(cls, methods: Any) -> Any:
+        if isinstance(methods, list):
+            return [{"name": m} if isinstance(m, str) else m for m in methods]
+        return methods
+
+    @field_validator("methods")
+    @classmethod
+    def _unique_methods(cls, methods: list[Method]) -> list[Method]:
+        _unique([m.resolved() for m in methods], "methods")
+        return methods
+
+    @model_validator(mode="after")
+    def _early_stop_needs_validation(self) -> "Study":
+        if self.validation == 0 and any(m.name == "early-stop" for m in self.methods):
+            raise ValueError("method 'early-stop' needs a validation share (validation = 0.1)")
+        return self
+
+    @model_validator(mode="after")
+    def _estimate_before_the_end(self) -> "Study":
+        for m in self.methods:
+            after = dict(m.resolved()).get("estimate_after")
+            if m.T == "estimated" and after >= self.train.epochs:
+                raise ValueError(
+                    f"method {m.name} estimates T after {after} epochs, but training has "
+                    f"{self.train.epochs}: lower estimate_after"
+                )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> Any:
+        """`methods` is left out at its default (see ModelSpec._dump)."""
+        out = handler(self)
+        if self.methods == [Method(name="ce")]:
+            out.pop("methods", None)
+        return out
 
     @field_validator("train_sizes")
     @classmethod
@@ -279,6 +437,7 @@ class Study(Spec):
             len(setup.levels or self.levels) * len(setup.train_sizes or self.train_sizes)
             for setup in self.setups
         ) * len(self.seeds)
+        runs *= sum(2 if m.name == "coteaching" else 1 for m in self.methods)
         if runs > MAX_RUNS:
             raise ValueError(f"the study has {runs:,} runs, more than {MAX_RUNS:,}")
         return self
@@ -446,6 +605,13 @@ class RunSpec:
     # what the run trains on and when it stops, beyond the defaults (full set, no stopping):
     # train_size, validation, early_stopping (patience, min_delta), stop_at_train_acc
     regime: tuple[tuple[str, Any], ...] = ()
+    # the training method (Method.resolved(); () is plain cross-entropy); a co-teaching run
+    # also names its peer (0 or 1): the pair trains together
+    method: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def method_name(self) -> str:
+        return dict(self.method).get("name", "ce")
 
     @property
     def train_size(self) -> int | None:
@@ -458,6 +624,8 @@ class RunSpec:
 
     @property
     def early_stopping(self) -> tuple[int, float] | None:
+        if self.method_name == "early-stop":
+            return (dict(self.method)["patience"], 0.0)
         return dict(self.regime).get("early_stopping")
 
     @property
@@ -475,7 +643,7 @@ class RunSpec:
     def parent(self) -> "RunSpec":
         """The run whose training set a fold model splits (itself for a study's own runs)."""
         regime = tuple((k, v) for k, v in self.regime if k not in ("fold", "folds"))
-        return dataclasses.replace(self, regime=regime)
+        return replace(self, regime=regime)
 
     @property
     def size_factor(self) -> int:
@@ -495,6 +663,8 @@ class RunSpec:
             "model": self.model.model_dump(),
             "train": self.train.model_dump(),
         }
+        if self.method:
+            config["method"] = dict(self.method)
         return config | dict(self.regime)  # the defaults add nothing: run ids stay stable
 
     @property
@@ -528,20 +698,23 @@ def plan(study: Study) -> list[RunSpec]:
     for setup in study.setups:
         for size in setup.train_sizes or study.train_sizes:
             for level in study.levels_of(setup):
-                for seed in study.seeds:
-                    clean = level == 0.0
-                    params = tuple(sorted(setup.params.items()))
-                    run = RunSpec(
-                        setup=CLEAN if clean else setup.name,
-                        noise=None if clean else setup.noise,
-                        params=() if clean else params,
-                        level=level,
-                        seed=seed,
-                        model=study.model,
-                        train=study.train,
-                        regime=_regime(study, size),
-                    )
-                    runs.setdefault(run.run_id, run)
+                for method in study.methods:
+                    for seed in study.seeds:
+                        clean = level == 0.0
+                        params = tuple(sorted(setup.params.items()))
+                        run = RunSpec(
+                            setup=CLEAN if clean else setup.name,
+                            noise=None if clean else setup.noise,
+                            params=() if clean else params,
+                            level=level,
+                            seed=seed,
+                            model=study.model,
+                            train=study.train,
+                            regime=_regime(study, size),
+                            method=method.resolved(),
+                        )
+                        for peer in _peers(run):
+                            runs.setdefault(peer.run_id, peer)
     return list(runs.values())
 
 
@@ -553,11 +726,34 @@ def fold_runs(study: Study, runs: Iterable[RunSpec]) -> list[RunSpec]:
         return []
     folds = study.analysis.folds
     return [
-        dataclasses.replace(run, regime=tuple(sorted((*run.regime, ("fold", k), ("folds", folds)))))
+        replace(run, regime=tuple(sorted((*run.regime, ("fold", k), ("folds", folds)))))
         for run in runs
         if run.noise is not None and isinstance(make_noise(run.noise, dict(run.params)), LabelNoise)
         for k in range(folds)
     ]
+
+
+def _peers(run: RunSpec) -> list[RunSpec]:
+    """The runs a planned run trains as: itself, or a co-teaching pair (peers 0 and 1)."""
+    if run.method_name != "coteaching":
+        return [run]
+    return [replace(run, method=(*run.method, ("peer", peer))) for peer in (0, 1)]
+
+
+def _units(group: list[RunSpec]) -> list[list[RunSpec]]:
+    """The runs of a pack group in what cannot be split: co-teaching peers stay together."""
+    units: dict[tuple, list[RunSpec]] = {}
+    for run in group:
+        key: tuple = (run.run_id,)
+        if run.method_name == "coteaching":
+            key = (
+                run.setup,
+                run.level,
+                run.seed,
+                tuple(kv for kv in run.method if kv[0] != "peer"),
+            )
+        units.setdefault(key, []).append(run)
+    return list(units.values())
 
 
 def packs(runs: Iterable[RunSpec], max_pack: int) -> list[list[RunSpec]]:
@@ -567,6 +763,11 @@ def packs(runs: Iterable[RunSpec], max_pack: int) -> list[list[RunSpec]]:
         groups.setdefault(run.pack_key, []).append(run)
     out = []
     for group in groups.values():
-        for start in range(0, len(group), max_pack):
-            out.append(group[start : start + max_pack])
+        part: list[RunSpec] = []
+        for unit in _units(group):
+            if part and len(part) + len(unit) > max_pack:
+                out.append(part)
+                part = []
+            part.extend(unit)
+        out.append(part)
     return out

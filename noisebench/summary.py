@@ -81,14 +81,17 @@ def main_views(study: Study, setup: str, level: float, train_size: int | None) -
 
 def curves(store: Store) -> dict[tuple[str, float], dict[str, list[list[float]]]]:
     """(setup, level) -> metric -> per-seed list of per-epoch values, for finished runs of
-    the main training-set size. The clean baseline appears at level 0 of every setup.
+    the main training-set size trained with plain cross-entropy (other training methods have
+    their own section: report/methods_section.py). The clean baseline appears at level 0 of
+    every setup.
     """
     study = study_of(store)
     size = {r["run_id"]: r["config"].get("train_size") for r in store.runs()}
+    plain = {r["run_id"] for r in store.runs() if "method" not in r["config"]}
     by_run: dict[str, list[dict[str, Any]]] = defaultdict(list)
     run_info: dict[str, tuple[str, float]] = {}
     for row in store.epochs():
-        if row["status"] in ("done", "diverged"):
+        if row["status"] in ("done", "diverged") and row["run_id"] in plain:
             by_run[row["run_id"]].append(row)
             run_info[row["run_id"]] = (row["setup"], row["level"])
     out: dict[tuple[str, float], dict[str, list[list[float]]]] = {}

@@ -419,6 +419,54 @@ BAD_INPUTS = {
         ),
         "the study has 200,000 runs, more than 100,000",
     ),
+    # --- training methods (study.Method) ----------------------------------------------------------
+    "unknown method": Case(study(head="methods = ['mixup']\n"), "'methods.0.name': Input should"),
+    "gce q above one": Case(
+        study(head="methods = [{name = 'gce', q = 1.5}]\n"), "gce's q must lie in (0, 1], not 1.5"
+    ),
+    "gce q zero": Case(study(head="methods = [{name = 'gce', q = 0.0}]\n"), "(0, 1], not 0"),
+    "sce negative alpha": Case(
+        study(head="methods = [{name = 'sce', alpha = -0.1}]\n"), "alpha must not be negative"
+    ),
+    "sce negative beta": Case(
+        study(head="methods = [{name = 'sce', beta = -1.0}]\n"), "beta must not be negative"
+    ),
+    "bootstrap beta above one": Case(
+        study(head="methods = [{name = 'bootstrap', beta = 1.2}]\n"), "beta must lie in [0, 1]"
+    ),
+    "a parameter of another method": Case(
+        study(head="methods = [{name = 'gce', beta = 0.5}]\n"), "'gce' takes no parameter 'beta'"
+    ),
+    "T not row-stochastic": Case(
+        study(head="methods = [{name = 'forward', T = [[0.5, 0.4], [0.0, 1.0]]}]\n"),
+        "T is not row-stochastic: row 0 sums to 0.9",
+    ),
+    "T not square": Case(
+        study(head="methods = [{name = 'backward', T = [[0.5, 0.5], [1.0]]}]\n"),
+        "T must be square: row 1 has 1 entries, not 2",
+    ),
+    "T of the wrong size for the data": Case(
+        on_sample(study(head="methods = [{name = 'forward', T = [[0.5, 0.5], [0.5, 0.5]]}]\n")),
+        "method forward: T is 2×2, but the dataset has 10 classes",
+    ),
+    "backward correction with a singular T": Case(
+        on_sample(replaced("levels = [0.0, 0.5]", "levels = [0.0, 1.0]\nmethods = ['backward']")),
+        "method backward: the T of setup 'label noise' at level 1 is singular",
+    ),
+    "co-teaching forgetting every example": Case(
+        on_sample(replaced("levels = [0.0, 0.5]", "levels = [0.0, 1.0]\nmethods = ['coteaching']")),
+        "method coteaching: setup 'label noise' at level 1 gives a forget rate ≥ 1",
+    ),
+    "T estimated after the last epoch": Case(
+        study(head="methods = [{name = 'forward', T = 'estimated'}]\n"),
+        "method forward estimates T after 5 epochs, but training has 1: lower estimate_after",
+    ),
+    "early-stop without validation": Case(
+        study(head="methods = ['ce', 'early-stop']\n"), "'early-stop' needs a validation share"
+    ),
+    "duplicate methods": Case(
+        study(head="methods = ['gce', {name = 'gce', q = 0.7}]\n"), "methods must be unique"
+    ),
     "epochs zero in study": Case(replaced("epochs = 1", "epochs = 0"), "train.epochs"),
     "epochs 10**21": Case(replaced("epochs = 1", f"epochs = {10**21}"), "less than or equal"),
     "epochs true": Case(

@@ -31,7 +31,8 @@ What a step costs, and why it is written this way (bench/PERFORMANCE.md has the 
 
 Modules, in the order data flows: trainset (what each run trains on: hold-out, balanced
 subset, its labels), inputs (each step's batch, pixel noise applied), model (the stacked MLP
-and its evaluation), norm (batchnorm), backward (the losses and the backward pass), optimizer
+and its evaluation), norm (batchnorm), backward (the losses and the backward pass), methods
+(which loss each run trains with: study.Method, the remedies for label noise), optimizer
 (SGD, Adam, schedules), trainer (one shard's step: forward, loss gradient, backward, update),
 threads (shards), metrics (calibration, robustness, label issues, memorisation of a trained
 pack), measure (what is measured when, per epoch and after training), stopping (early

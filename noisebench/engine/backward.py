@@ -91,3 +91,110 @@ def batchnorm_(g: Tensor, xhat: Tensor, invstd: Tensor, scale: Tensor) -> tuple[
     g.sub_(dshift, alpha=1.0 / b).addcmul_(xhat, dscale, value=-1.0 / b)
     g.mul_(scale * invstd)
     return dscale, dshift
+
+
+# --- noise-robust losses (the remedies; study.Method) --------------------------------------
+# p = softmax(z) [R, C, b], e_y the one-hot of the label. Each gradient below is written as
+# a multiple of (p − e_y) where it can be: one fused expression, checked against autograd in
+# tests/test_methods.py.
+
+
+def _softmax_minus_onehot(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(log p, p, p − e_y), each [R, C, b]."""
+    logp = torch.log_softmax(logits, dim=1)
+    p = logp.exp()
+    return logp, p, p.scatter_add(1, labels, _minus_one(p, labels))
+
+
+def generalized_cross_entropy(logits: Tensor, labels: Tensor, loss_sum: Tensor, q: float) -> Tensor:
+    """Generalized cross-entropy (Zhang & Sabuncu 2018): loss_i = (1 − p_y^q) / q; q → 0 is
+    cross-entropy, q = 1 the mean absolute error.
+
+    d(mean_i loss_i)/dz_i = p_y^q · (p_i − e_y) / b."""
+    b = logits.shape[2]
+    logp, _, g = _softmax_minus_onehot(logits, labels)
+    py_q = logp.gather(1, labels).mul_(q).exp_()  # [R, 1, b]
+    loss_sum.add_((1 - py_q).sum((1, 2)), alpha=1.0 / q)
+    return g.mul_(py_q).mul_(1.0 / b)
+
+
+def symmetric_cross_entropy(
+    logits: Tensor, labels: Tensor, loss_sum: Tensor, alpha: float, beta: float, log_zero: float
+) -> Tensor:
+    """Symmetric cross-entropy (Wang et al. 2019): α·CE + β·RCE, where the reverse
+    cross-entropy −Σ_k p_k log e_y[k] takes log 0 = A (`log_zero`, −4 in the paper), so
+    RCE_i = −A (1 − p_y).
+
+    d(mean_i loss_i)/dz_i = (α − β A p_y) · (p_i − e_y) / b."""
+    b = logits.shape[2]
+    logp, p, g = _softmax_minus_onehot(logits, labels)
+    logpy, py = logp.gather(1, labels), p.gather(1, labels)  # [R, 1, b]
+    loss_sum.add_((-alpha * logpy - beta * log_zero * (1 - py)).sum((1, 2)))
+    return g.mul_(py.mul(-beta * log_zero).add_(alpha)).mul_(1.0 / b)
+
+
+def soft_bootstrap(logits: Tensor, labels: Tensor, loss_sum: Tensor, beta: float) -> Tensor:
+    """Soft bootstrapping (Reed et al. 2015): cross-entropy against β·e_y + (1 − β)·p, with the
+    gradient through both (the paper's reading as entropy regularisation):
+    loss_i = β·CE_i + (1 − β)·H(p_i), H(p) = −Σ_k p_k log p_k.
+
+    d(mean_i loss_i)/dz_i = (β (p_i − e_y) − (1 − β) p_i ⊙ (log p_i + H(p_i))) / b."""
+    b = logits.shape[2]
+    logp, p, g = _softmax_minus_onehot(logits, labels)
+    entropy = (p * logp).sum(1, keepdim=True).neg_()  # [R, 1, b]
+    loss_sum.add_((-beta * logp.gather(1, labels) + (1 - beta) * entropy).sum((1, 2)))
+    g.mul_(beta).sub_(p.mul_(logp.add_(entropy)), alpha=1 - beta)
+    return g.mul_(1.0 / b)
+
+
+def hard_bootstrap(logits: Tensor, labels: Tensor, loss_sum: Tensor, beta: float) -> Tensor:
+    """Hard bootstrapping (Reed et al. 2015): cross-entropy against β·e_y + (1 − β)·e_ŷ, ŷ the
+    model's own argmax (held fixed): loss_i = β·CE(y) + (1 − β)·CE(ŷ).
+
+    d(mean_i loss_i)/dz_i = (p_i − β e_y − (1 − β) e_ŷ) / b."""
+    b = logits.shape[2]
+    logp = torch.log_softmax(logits, dim=1)
+    guess = logp.argmax(1, keepdim=True)
+    loss_sum.sub_((beta * logp.gather(1, labels) + (1 - beta) * logp.gather(1, guess)).sum((1, 2)))
+    g = logp.exp_()
+    g.scatter_add_(1, labels, torch.full(labels.shape, -beta, dtype=g.dtype, device=g.device))
+    g.scatter_add_(1, guess, torch.full(guess.shape, beta - 1, dtype=g.dtype, device=g.device))
+    return g.mul_(1.0 / b)
+
+
+class ForwardCorrected:
+    """Forward loss correction (Patrini et al. 2017) with each run's transition matrix
+    T [R, C, C] (T[i, j] = P(noisy label j | true class i)): cross-entropy of the noisy label
+    under the noisy-label probabilities u = Tᵀ p, loss_i = −log u_y.
+
+    d(mean_i loss_i)/dz_ij = (p_ij − p_ij T[j, y] / u_y) / b."""
+
+    def __init__(self, transition: Tensor):
+        self.transition = transition
+
+    def __call__(self, logits: Tensor, labels: Tensor, loss_sum: Tensor) -> Tensor:
+        runs, classes, b = logits.shape
+        p = torch.softmax(logits, dim=1)
+        u = torch.bmm(self.transition.mT, p)  # [R, C, b]: u[k] = Σ_i T[i, k] p[i]
+        uy = u.gather(1, labels)
+        loss_sum.sub_(uy.log().sum((1, 2)))
+        column = self.transition.gather(2, labels.expand(runs, classes, b))  # T[i, y_b]
+        return p.sub_(p * column / uy).mul_(1.0 / b)
+
+
+class BackwardCorrected:
+    """Backward loss correction (Patrini et al. 2017): the vector of cross-entropies against
+    every class, ℓ_k = −log p_k, corrected by T⁻¹: loss_i = Σ_k T⁻¹[y, k] ℓ_k (unbiased for
+    the clean loss; it can be negative).
+
+    d(mean_i loss_i)/dz_ij = (p_ij Σ_k T⁻¹[y, k] − T⁻¹[y, j]) / b."""
+
+    def __init__(self, transition: Tensor):
+        self.inverse = torch.linalg.inv(transition.double()).to(transition.dtype)
+
+    def __call__(self, logits: Tensor, labels: Tensor, loss_sum: Tensor) -> Tensor:
+        runs, classes, b = logits.shape
+        logp = torch.log_softmax(logits, dim=1)
+        row = self.inverse.mT.gather(2, labels.expand(runs, classes, b))  # T⁻¹[y_b, k]
+        loss_sum.sub_((row * logp).sum((1, 2)))
+        return logp.exp_().mul_(row.sum(1, keepdim=True)).sub_(row).mul_(1.0 / b)

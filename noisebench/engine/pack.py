@@ -20,6 +20,17 @@ from ..study import AnalysisSpec, RunSpec, TrainSpec
 from .backward import LOSSES
 from .inputs import pixel_groups, pixel_key
 from .measure import EvalSets, epoch_metrics, eval_sets, final_metrics
+from .methods import (
+    ShardLosses,
+    anchor_transition,
+    estimate_error,
+    init_seed,
+    method_key,
+    noisy_validation_labels,
+    shard_loss,
+    training_images,
+    unit_key,
+)
 from .model import StackedMLP, evaluate
 from .optimizer import Optimizer
 from .stopping import Stopping
@@ -50,20 +61,33 @@ class RunResult:
 def _pack_order(runs: list[RunSpec], shards: int) -> tuple[list[int], list[int]]:
     """Internal order of the pack and its shard boundaries.
 
-    Runs are sorted by pixel-noise model (runs without pixel noise first) and dealt to the
-    shards in turn, so shards get similar work; inside a shard each model's runs stay
-    together, a contiguous slice of the batch. Shard k is rows [bounds[k], bounds[k + 1])."""
+    Runs are sorted by pixel-noise model (runs without pixel noise first), then by training
+    method, and dealt to the shards in turn, so shards get similar work; inside a shard each
+    model's runs stay together, a contiguous slice of the batch, and so do each method's. A
+    co-teaching pair is dealt as one (peer 0, then peer 1). Shard k is rows
+    [bounds[k], bounds[k + 1])."""
     keys: list[tuple | None] = [None]
-    for run in runs:
-        key = pixel_key(run)
-        if key not in keys:
-            keys.append(key)
-    by_model = sorted(range(len(runs)), key=lambda i: keys.index(pixel_key(runs[i])))
-    dealt = [by_model[k::shards] for k in range(shards)]
+    methods: list[tuple] = []
+    units: dict[tuple, list[int]] = {}
+    for i, run in enumerate(runs):
+        if pixel_key(run) not in keys:
+            keys.append(pixel_key(run))
+        if method_key(run) not in methods:
+            methods.append(method_key(run))
+        units.setdefault(unit_key(run), []).append(i)
+    for unit in units.values():
+        unit.sort(key=lambda i: dict(runs[i].method).get("peer", 0))
+
+    def rank(unit: list[int]) -> tuple[int, int]:
+        run = runs[unit[0]]
+        return keys.index(pixel_key(run)), methods.index(method_key(run))
+
+    ordered = sorted(units.values(), key=rank)
+    dealt = [ordered[k::shards] for k in range(min(shards, len(ordered)))]
     bounds = [0]
     for part in dealt:
-        bounds.append(bounds[-1] + len(part))
-    return [i for part in dealt for i in part], bounds
+        bounds.append(bounds[-1] + sum(len(unit) for unit in part))
+    return [i for part in dealt for unit in part for i in unit], bounds
 
 
 def _save_atomic(state: dict[str, Any], path: Path) -> None:
@@ -148,7 +172,7 @@ def build(
         seeding.generator(r.seed, "pixels", device) if pixel_key(r) else None for r in runs
     ]
     model = StackedMLP(
-        runs[0].model, [r.seed for r in runs], (data.num_features, data.num_classes), device
+        runs[0].model, [init_seed(r) for r in runs], (data.num_features, data.num_classes), device
     )
     steps = math.ceil(n_train / spec.batch_size)
     optimizer = Optimizer(model, spec, total_steps=steps * spec.epochs)
@@ -160,7 +184,9 @@ def build(
         opt = optimizer.rows(start, stop, rows)
         seeds = [r.seed for r in runs[start:stop]]
         own = None if source is None else source[start:stop]
-        trainer = Trainer(rows, opt, loss, train_x, labels[start:stop], groups, seeds, own)
+        dtype = rows.weights[0].dtype
+        own_loss = shard_loss(runs[start:stop], loss, data.num_classes, opt, steps, dtype)
+        trainer = Trainer(rows, opt, own_loss, train_x, labels[start:stop], groups, seeds, own)
         parts.append(Shard(start, stop, rows, trainer))
     sets = eval_sets(data, valid_rows, n_train, analysis or AnalysisSpec(), device)
     return Pack(
@@ -217,6 +243,13 @@ class _PackTraining:
         self.results = [RunResult(run_id=r.run_id, status="done") for r in pack.runs]
         self.stopping = Stopping(pack.runs, pack.tensors())
         self.epoch = 0  # epochs done
+        self.estimates: dict[int, torch.Tensor] = {}  # run (pack order) -> estimated T, float64
+        sets = pack.sets
+        self.noisy_valid = {  # run (pack order) -> the noisy validation labels it stops on
+            r: noisy_validation_labels(run, sets.valid_x, sets.valid_y, num_classes)
+            for r, run in enumerate(pack.runs)
+            if run.method_name == "early-stop" and sets.valid_x is not None
+        }
 
     def run(
         self, checkpoint: Path | None, progress: Callable[[int, int], None] | None
@@ -234,6 +267,7 @@ class _PackTraining:
             train_s = time.perf_counter() - began
             self._record(train_s, began)
             self.epoch += 1
+            self._estimate_transitions()
             if checkpoint is not None and self.epoch < pack.spec.epochs:
                 _save_atomic(self._state(), checkpoint)
         if progress is not None:
@@ -276,6 +310,9 @@ class _PackTraining:
             pack.shards,
         )
         extra = [row for part in parts for row in part]
+        for r, labels in self.noisy_valid.items():
+            loss, acc, _ = evaluate(pack.model.rows(r, r + 1), pack.sets.valid_x, labels)
+            extra[r] |= {"val_noisy_loss": loss.item(), "val_noisy_acc": acc.item()}
         wall = time.perf_counter() - began
         n = pack.n_train
         metrics = torch.stack([self.loss_sum / n, self.correct / n, *test]).T.tolist()
@@ -303,6 +340,38 @@ class _PackTraining:
             else:
                 self.stopping.observe(r, self.epoch + 1, row, tensors)
 
+    def _estimate_transitions(self) -> None:
+        """Loss correction with T = "estimated": after `estimate_after` epochs of plain
+        cross-entropy, T is estimated from each run's probabilities on its training set."""
+        for shard in self.pack.shards:
+            losses = shard.trainer.loss
+            if not isinstance(losses, ShardLosses):
+                continue
+            for start, stop, corrected in losses.estimated():
+                run = self.pack.runs[shard.start + start]
+                if dict(run.method)["estimate_after"] != self.epoch:
+                    continue
+                estimates = []
+                for r in range(shard.start + start, shard.start + stop):
+                    x = training_images(self.pack.sets.train_x, self.pack.trains[r])
+                    logits = self.pack.model.rows(r, r + 1).logits_of_bytes(x)
+                    estimates.append(anchor_transition(torch.softmax(logits[0].double(), 1)))
+                    self.estimates[r] = estimates[-1]
+                dtype = shard.model.weights[0].dtype
+                corrected.estimate(torch.stack(estimates).to(dtype))
+
+    def _apply_estimates(self) -> None:
+        """After a resume: the estimated T of each run that had one, back into its loss."""
+        for shard in self.pack.shards:
+            losses = shard.trainer.loss
+            if not isinstance(losses, ShardLosses):
+                continue
+            for start, stop, corrected in losses.estimated():
+                rows = range(shard.start + start, shard.start + stop)
+                if all(r in self.estimates for r in rows):
+                    dtype = shard.model.weights[0].dtype
+                    corrected.estimate(torch.stack([self.estimates[r] for r in rows]).to(dtype))
+
     def _finish(self) -> None:
         """Each run takes its kept parameters; then the analyses after training."""
         pack, analysis = self.pack, self.analysis
@@ -321,6 +390,8 @@ class _PackTraining:
             if result.status != "diverged":
                 result.final |= finals[r][0]
                 result.arrays = finals[r][1]
+            if r in self.estimates:
+                result.final |= estimate_error(pack.runs[r], self.estimates[r])
 
     def _state(self) -> dict[str, Any]:
         pack = self.pack
@@ -337,7 +408,11 @@ class _PackTraining:
             "epochs": [res.epochs for res in self.results],
             "status": [res.status for res in self.results],
             "stopping": self.stopping.state_dict(),
+            **({"estimates": self._saved_estimates()} if self.estimates else {}),
         }
+
+    def _saved_estimates(self) -> dict[str, torch.Tensor]:
+        return {self.pack.runs[r].run_id: t for r, t in self.estimates.items()}
 
     def _load(self, checkpoint: Path) -> dict[str, Any] | None:
         """The checkpoint's state if it loads and belongs to this pack; else None, with a
@@ -393,3 +468,6 @@ class _PackTraining:
             res.status = state["status"][rows[r]]
         self.stopping.load_state_dict(state["stopping"], rows)
         self.epoch = state["epoch"]
+        ids = [r.run_id for r in pack.runs]
+        self.estimates = {ids.index(k): t.cpu() for k, t in state.get("estimates", {}).items()}
+        self._apply_estimates()

@@ -20,7 +20,8 @@ class Stopping:
 
     def __init__(self, runs: list[RunSpec], tensors: list[torch.Tensor]):
         n = len(runs)
-        self.early = runs[0].early_stopping  # (patience, min_delta) or None
+        # per run, (patience, min_delta) or None: the method "early-stop" stops only its runs
+        self.early = [r.early_stopping for r in runs]
         self.target = runs[0].stop_at_train_acc
         self.active = [True] * n
         self.best_loss = [math.inf] * n
@@ -28,7 +29,7 @@ class Stopping:
         self.waited = [0] * n
         self.reached = [0] * n  # epoch at which the target was reached (0: not)
         self.kept_at = [0] * n  # epoch of the kept parameters (0: keep the last)
-        watching = self.early is not None or self.target is not None
+        watching = any(e is not None for e in self.early) or self.target is not None
         self.kept = [t.detach().clone() for t in tensors] if watching else []
 
     @property
@@ -37,11 +38,13 @@ class Stopping:
 
     def observe(self, r: int, epoch: int, metrics: dict[str, float], tensors) -> None:
         """Run r finished `epoch` with `metrics`: keep its parameters or stop it."""
-        if self.early is not None:
-            patience, min_delta = self.early
-            if metrics["val_loss"] < self.best_loss[r] - min_delta:
+        if self.early[r] is not None:
+            patience, min_delta = self.early[r]
+            # the method "early-stop" watches its noisy validation labels
+            loss = metrics.get("val_noisy_loss", metrics["val_loss"])
+            if loss < self.best_loss[r] - min_delta:
                 self.best_loss[r], self.best_epoch[r], self.waited[r] = (
-                    metrics["val_loss"],
+                    loss,
                     epoch,
                     0,
                 )
@@ -53,7 +56,7 @@ class Stopping:
         if self.target is not None and metrics.get("train_clean_acc", 0.0) >= self.target:
             self.reached[r] = epoch
             self.active[r] = False
-            if self.early is None:
+            if self.early[r] is None:
                 self._keep(r, epoch, tensors)
 
     def _keep(self, r: int, epoch: int, tensors: list[torch.Tensor]) -> None:
@@ -70,7 +73,7 @@ class Stopping:
 
     def final(self, r: int, last_epoch: int) -> dict[str, float]:
         out: dict[str, float] = {"stopped_epoch": last_epoch}
-        if self.early is not None:
+        if self.early[r] is not None:
             out["best_epoch"] = self.best_epoch[r]
         if self.target is not None:
             out["reached_target"] = float(self.reached[r] > 0)

@@ -1,0 +1,258 @@
+"""The methods section: noise-robust training methods side by side, per noise setting.
+
+Self-contained: `methods_section(runs, metrics)` takes two pandas frames and returns the
+section's tables (first), figures and the few sentences its numbers support.
+
+- `runs`: one row per run: run_id, setup, level, seed, method (study.method_label; a
+  co-teaching run also has `peer`, 0 or 1: the section reads peer 0, the pair's first network).
+- `metrics`: long, one row per run × epoch × metric: run_id, epoch, metric, value. Per epoch:
+  test_acc, fit_noisy (share of the corrupted training examples predicted with their wrong
+  label); epoch 0 (after training): best_epoch of runs that stopped early.
+
+Per setting (setup, level) and method: test accuracy at the last epoch (for "early-stop", the
+epoch it kept) and at its best epoch (an oracle: it looks at the test set), each with the
+paired (same seed) difference against `ce` and its 95 % t-interval over seeds; the share of
+the clean accuracy lost by `ce` that the method buys back; the share of corrupted examples
+fitted; the compute it used relative to `ce` (networks × epochs trained; the per-step cost of
+each loss is measured by bench/methods.py, not here: a pack's runs share its wall clock); for
+an estimated T, its mean L1 distance per row from the true T (epoch 0: transition_l1).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from scipy import stats  # noqa: E402
+
+BASELINE = "ce"
+CLEAN = "clean"
+
+
+@dataclass
+class Interval:
+    """A mean over seeds with its 95 % t-interval (nan without two seeds)."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> Interval:
+        values = np.asarray(values, dtype=float)
+        n = len(values)
+        mean = float(values.mean()) if n else math.nan
+        if n < 2:
+            return cls(mean, math.nan, math.nan, n)
+        half = stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n)
+        return cls(mean, mean - half, mean + half, n)
+
+    @property
+    def excludes_zero(self) -> bool:
+        return self.n >= 2 and (self.low > 0 or self.high < 0)
+
+    def points(self) -> str:
+        """In percentage points: "+3.1 [1.2, 5.0]"."""
+        if math.isnan(self.mean):
+            return "–"
+        if math.isnan(self.low):
+            return f"{100 * self.mean:+.1f}"
+        return f"{100 * self.mean:+.1f} [{100 * self.low:+.1f}, {100 * self.high:+.1f}]"
+
+
+@dataclass
+class MethodsSection:
+    tables: dict[tuple[str, float], pd.DataFrame]  # per (setup, level): methods, ranked
+    figures: dict[tuple[str, float], Figure]  # per (setup, level): test accuracy per epoch
+    paragraphs: list[str] = field(default_factory=list)
+
+
+def _per_run(runs: pd.DataFrame, metrics: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one row per run: last, best accuracy, fitted share, epochs; test accuracy per epoch)."""
+    if "peer" in runs:
+        runs = runs[runs["peer"].fillna(0) == 0]
+    wide = metrics[metrics.epoch > 0].pivot_table(
+        index=["run_id", "epoch"], columns="metric", values="value"
+    )
+    after = metrics[metrics.epoch == 0].pivot_table(
+        index="run_id", columns="metric", values="value"
+    )
+    rows = []
+    for run in runs.itertuples():
+        if run.run_id not in wide.index.get_level_values(0):
+            continue
+        epochs = wide.loc[run.run_id]
+        kept = len(epochs)
+        if "best_epoch" in after and run.run_id in after.index:
+            best_epoch = after.at[run.run_id, "best_epoch"]
+            kept = int(best_epoch) if best_epoch > 0 else kept
+        at_kept = epochs.loc[kept] if kept in epochs.index else epochs.iloc[-1]
+        l1 = math.nan
+        if "transition_l1" in after and run.run_id in after.index:
+            l1 = after.at[run.run_id, "transition_l1"]
+        rows.append(
+            {
+                "run_id": run.run_id,
+                "setup": run.setup,
+                "level": run.level,
+                "seed": run.seed,
+                "method": run.method,
+                "last": at_kept["test_acc"],
+                "best": epochs["test_acc"].max(),
+                "fit_noisy": at_kept.get("fit_noisy", math.nan),
+                "epochs": len(epochs),
+                "transition_l1": l1,
+                "networks": 2 if run.method.startswith("coteaching") else 1,
+            }
+        )
+    curves = wide["test_acc"].rename("test_acc").reset_index()
+    return pd.DataFrame(rows), curves
+
+
+def _paired(table: pd.DataFrame, method: str, column: str) -> Interval:
+    """method − ce in `column`, paired by seed."""
+    mine = table[table.method == method].set_index("seed")[column]
+    base = table[table.method == BASELINE].set_index("seed")[column]
+    both = mine.index.intersection(base.index)
+    return Interval.of((mine[both] - base[both]).to_numpy())
+
+
+def _setting_table(table: pd.DataFrame, clean: float) -> pd.DataFrame:
+    """The methods of one setting, ranked by last-epoch accuracy."""
+    base = table[table.method == BASELINE]
+    rows = []
+    for method, part in table.groupby("method", sort=False):
+        last = Interval.of(part["last"].to_numpy())
+        gap = clean - base["last"].mean() if len(base) else math.nan
+        bought = (last.mean - base["last"].mean()) / gap if gap and gap > 0.005 else math.nan
+        cost = part.networks * part.epochs
+        base_cost = (base.networks * base.epochs).mean() if len(base) else math.nan
+        rows.append(
+            {
+                "method": method,
+                "seeds": last.n,
+                "last_acc": last.mean,
+                "last_vs_ce": _paired(table, method, "last"),
+                "best_acc": part["best"].mean(),
+                "best_vs_ce": _paired(table, method, "best"),
+                "bought_back": bought,
+                "fit_noisy": part["fit_noisy"].mean(),
+                "compute_vs_ce": cost.mean() / base_cost,
+                "transition_l1": part["transition_l1"].mean(),
+            }
+        )
+    return pd.DataFrame(rows).sort_values("last_acc", ascending=False, ignore_index=True)
+
+
+def _figure(curves: pd.DataFrame, table: pd.DataFrame, title: str, clean: float) -> Figure:
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    cmap = plt.get_cmap("tab20")
+    for i, (method, part) in enumerate(table.groupby("method", sort=False)):
+        mine = curves[curves.run_id.isin(part.run_id)]
+        mean = mine.groupby("epoch")["test_acc"].mean()
+        width = 2.2 if method == BASELINE else 1.2
+        ax.plot(mean.index, 100 * mean.to_numpy(), label=method, color=cmap(i % 20), lw=width)
+    if not math.isnan(clean):
+        ax.axhline(100 * clean, color="0.4", ls=":", lw=1, label="ce, clean labels")
+    ax.set(xlabel="epoch", ylabel="test accuracy %", title=title)
+    ax.legend(fontsize=7, ncol=2, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def _headline(setting: str, ranked: pd.DataFrame) -> str:
+    """One checked sentence per setting: who beats ce beyond seed noise, by how much."""
+    better = [r for r in ranked.itertuples() if r.method != BASELINE and r.last_vs_ce.excludes_zero]
+    up = [r for r in better if r.last_vs_ce.mean > 0]
+    down = [r for r in better if r.last_vs_ce.mean < 0]
+    n = int(ranked.seeds.max())
+    if n < 2:
+        return f"{setting}: one seed, so no difference against ce is claimed."
+    parts = []
+    if up:
+        top = up[0]
+        parts.append(
+            f"{len(up)} method(s) end above ce beyond seed noise (paired 95 % CI over {n} "
+            f"seeds), most of all {top.method}: {top.last_vs_ce.points()} points"
+        )
+    else:
+        parts.append(f"no method ends above ce beyond seed noise ({n} seeds)")
+    if down:
+        parts.append(f"{', '.join(r.method for r in down)} end(s) below it")
+    return f"{setting}: " + "; ".join(parts) + "."
+
+
+def methods_section(runs: pd.DataFrame, metrics: pd.DataFrame) -> MethodsSection:
+    """Tables, figures and headlines of the methods section (see the module docstring)."""
+    per_run, curves = _per_run(runs, metrics)
+    clean_ce = per_run[(per_run.setup == CLEAN) & (per_run.method == BASELINE)]["last"]
+    clean = float(clean_ce.mean()) if len(clean_ce) else math.nan
+    section = MethodsSection({}, {})
+    for (setup, level), table in per_run.groupby(["setup", "level"], sort=True):
+        if setup == CLEAN:
+            continue
+        ranked = _setting_table(table, clean)
+        name = f"{setup} at {100 * level:g} %"
+        section.tables[(setup, level)] = ranked
+        section.figures[(setup, level)] = _figure(curves, table, name, clean)
+        section.paragraphs.append(_headline(name, ranked))
+    return section
+
+
+def as_text(table: pd.DataFrame) -> pd.DataFrame:
+    """A ranked table as people read it: percentages and points."""
+
+    def pct(v: float) -> str:
+        return "–" if math.isnan(v) else f"{100 * v:.1f}"
+
+    return pd.DataFrame(
+        {
+            "method": table.method,
+            "test acc % (last)": table.last_acc.map(pct),
+            "vs ce, points [95 % CI]": table.last_vs_ce.map(Interval.points),
+            "test acc % (best epoch)": table.best_acc.map(pct),
+            "best vs ce": table.best_vs_ce.map(Interval.points),
+            "of the clean gap bought back %": table.bought_back.map(pct),
+            "corrupted fitted %": table.fit_noisy.map(pct),
+            "compute vs ce": table.compute_vs_ce.map(lambda v: f"{v:.2f}×"),
+            "estimated T: L1 per row": table.transition_l1.map(
+                lambda v: "–" if math.isnan(v) else f"{v:.2f}"
+            ),
+        }
+    )
+
+
+def frames(store) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(runs, metrics) of a noisebench Store, as methods_section takes them."""
+    from ..study import method_label
+
+    runs = []
+    for row in store.runs():
+        method = row["config"].get("method", {})
+        runs.append(
+            {
+                "run_id": row["run_id"],
+                "setup": row["setup"],
+                "level": row["level"],
+                "seed": row["seed"],
+                "method": method_label(tuple(method.items())),
+                "peer": method.get("peer", 0),
+            }
+        )
+    epochs = pd.DataFrame(store.epochs())
+    long = epochs.melt(
+        id_vars=["run_id", "epoch"], value_vars=["test_acc"], var_name="metric", value_name="value"
+    )
+    named = pd.DataFrame(store.metrics("%"))
+    if len(named):
+        named = named.rename(columns={"name": "metric"})[["run_id", "epoch", "metric", "value"]]
+        long = pd.concat([long, named], ignore_index=True)
+    return pd.DataFrame(runs), long
