@@ -719,16 +719,19 @@ def plan(study: Study) -> list[RunSpec]:
 
 
 def fold_runs(study: Study, runs: Iterable[RunSpec]) -> list[RunSpec]:
-    """The cross-validation models of label_issues = "cv": `folds` per run with label noise,
-    each the run's recipe on all but one fold of its training set (engine/trainset.py). They
-    are not runs of the study: their only output is their held-out fold's probabilities."""
+    """The cross-validation models of label_issues = "cv": `folds` per plain-ce run with label
+    noise, each the run's recipe on all but one fold of its training set (engine/trainset.py).
+    They are not runs of the study: their only output is their held-out fold's probabilities.
+    Runs of other training methods get in-sample label issues only."""
     if study.analysis.label_issues != "cv":
         return []
     folds = study.analysis.folds
     return [
         replace(run, regime=tuple(sorted((*run.regime, ("fold", k), ("folds", folds)))))
         for run in runs
-        if run.noise is not None and isinstance(make_noise(run.noise, dict(run.params)), LabelNoise)
+        if run.method_name == "ce"
+        and run.noise is not None
+        and isinstance(make_noise(run.noise, dict(run.params)), LabelNoise)
         for k in range(folds)
     ]
 

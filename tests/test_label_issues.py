@@ -72,6 +72,14 @@ def test_fold_models_are_extra_models_of_the_label_noise_runs_only():
     assert fold_runs(parse_study(study(analysis={"label_issues": True})), runs) == []
 
 
+def test_fold_models_are_planned_for_plain_ce_runs_only():
+    spec = parse_study(study(methods=["ce", "gce", {"name": "coteaching"}]))
+    runs = plan(spec)
+    folds = fold_runs(spec, runs)
+    assert {f.parent.method_name for f in folds} == {"ce"}
+    assert len(folds) == 3 * len([r for r in runs if r.noise and r.method_name == "ce"])
+
+
 def test_a_fold_models_numbers_do_not_depend_on_its_pack(small_data):
     spec = parse_study(study(seeds=[0, 1], levels=[0.5], train={"epochs": 2}))
     folds = fold_runs(spec, plan(spec))[:9]  # seeds 0 and 1 of both setups, 3 folds each
