@@ -29,7 +29,7 @@ from .analysis_text import (
 )
 from .data import ReportData, SetupInfo
 from .measured import Measured, counts_copies, level_text, middle, spread
-from .sections import Section, SectionBuilder, save_figure
+from .sections import LegacyBuilder, Section, save_figure
 from .words import acc
 
 CI = "Lines: mean over seeds; bands: 95 % confidence interval."
@@ -243,7 +243,7 @@ def ranking_section(data: ReportData, folder: Path) -> Section | None:
     return Section("setup-ranking", "Which noise costs the most accuracy", texts, [figure])
 
 
-SECTIONS: list[SectionBuilder] = [
+SECTIONS: list[LegacyBuilder] = [
     ranking_section,
     memorisation_section,
     calibration_section,

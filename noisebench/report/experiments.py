@@ -40,7 +40,7 @@ from .memorisation_text import (
     zero_loss_sentences,
     zero_rows,
 )
-from .sections import Section, SectionBuilder, save_figure
+from .sections import LegacyBuilder, Section, save_figure
 
 MAX_PANELS = 4
 ACTIVATIONS = {"relu": "ReLU", "tanh": "tanh", "sigmoid": "sigmoid"}
@@ -286,7 +286,7 @@ def early_stopping_section(data: ReportData, folder: Path) -> Section | None:
     return Section("early-stopping", title, texts, [figure], head, table)
 
 
-SECTIONS: list[SectionBuilder] = [
+SECTIONS: list[LegacyBuilder] = [
     model_size_section,
     memorisation_section,
     zero_loss_section,

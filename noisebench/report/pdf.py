@@ -27,7 +27,7 @@ from reportlab.platypus import (
 )
 
 from .figures import FigureFile
-from .render import Content
+from .render import TABLE_TITLE, Content
 
 MARGIN = 16 * mm
 FOOTER = "noisebench report"
@@ -105,13 +105,13 @@ def write_pdf(c: Content, path: Path) -> Path:
     width, height = doc.width, doc.height
     story: list = [_p(c.title, st["title"]), _p(c.subtitle, st["small"]), Spacer(1, 4 * mm)]
     story += [_p(n, st["notice"]) for n in c.notices]
-    story += [_p("What the measurements say", st["h2"])]
+    story += [_p("Summary", st["h2"])]
     story += [_p(" ".join(para), st["body"]) for para in c.paragraphs]
 
-    story += [_p("Final metrics per setup and level", st["h2"])]
+    story += [_p(TABLE_TITLE, st["h2"])]
     rows = [[_p(h, st["cell"]) for h in c.table_head]]
     rows += [[_p(v, st["cell"]) for v in row] for row in c.table_rows]
-    col = [0.14, 0.07, 0.14, 0.14, 0.13, 0.13, 0.15, 0.07]
+    col = [0.14, 0.07, 0.15, 0.08, 0.15, 0.15, 0.14, 0.07]
     tbl = Table(rows, colWidths=[f * width for f in col], repeatRows=1)
     tbl.setStyle(
         TableStyle(
