@@ -165,7 +165,7 @@ def compare_last(fr: Frames, a: str, b: str, lv: float) -> list[Finding]:
     )
     worse, better = (a, b) if d.mean < 0 else (b, a)
     holds, verdict = _differs(d, worse, better, "there")
-    stat = f"paired difference {pm(d.mean, d.half, digits=2)} points over {d.n} seeds"
+    stat = f"paired difference {pm(d.mean, d.half, digits=2)} points over {count(d.n, 'seed')}"
     return [
         Finding("values-last", values, True, "mean over seeds", _scope(fr), "table", 90),
         Finding("compare-last", verdict, holds, stat, _scope(fr), "final_accuracy", 89),
