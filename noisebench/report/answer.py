@@ -225,8 +225,8 @@ def peak_then_fall(fr: Frames, setup: str, lv: float, importance: int) -> Findin
         holds = True
     else:
         text = (
-            f"{where}, mean test accuracy peaks at {acc(p.value)} at epoch {p.epoch}; the data "
-            f"cannot tell it apart from the last epoch's {acc(p.last)}."
+            f"{where}, the data cannot tell a fall after the peak: mean test accuracy peaks at "
+            f"{acc(p.value)} at epoch {p.epoch} and ends at {acc(p.last)}."
         )
         holds = False
     stat = f"paired fall peak − last {pm(p.fall.mean, p.fall.half, digits=2)} points"
@@ -248,6 +248,85 @@ def _sustained(epochs: list[int]) -> list[int]:
     """The epochs in stretches of at least two consecutive epochs: with a test at every
     epoch, one lone clear epoch in ten is what chance alone gives at 95 %."""
     return [e for g in _stretches(epochs) if len(g) >= 2 for e in g]
+
+
+def compare_best(fr: Frames, a: str, b: str, lv: float) -> Finding | None:
+    """The comparison with each setup stopped at its own best epoch (the mean curve's)."""
+    pa, pb = peak(fr, a, lv), peak(fr, b, lv)
+    if pa is None or pb is None or pa.last_epoch < 2:
+        return None
+    va = fr.at_epoch(a, lv, "test_acc", pa.epoch)
+    vb = fr.at_epoch(b, lv, "test_acc", pb.epoch)
+    d = paired(va, vb, _n_test(fr))
+    values = f"{acc(pa.value)} (epoch {pa.epoch}) against {acc(pb.value)} (epoch {pb.epoch})"
+    if d.clear:
+        worse = a if d.mean < 0 else b
+        text = f"Stopped at each setup's best epoch, {worse} still costs more: {values}."
+    else:
+        text = (
+            f"Stopped at each setup's best epoch, the data cannot tell which costs more: {values}."
+        )
+    stat = f"paired difference at the best epochs {pm(d.mean, d.half, digits=2)} points"
+    return Finding("compare-best", text, d.clear, stat, _scope(fr), "table", 83)
+
+
+def above_clean(fr: Frames, setup: str, lv: float) -> Finding | None:
+    """A noisy level that ends clearly above the clean runs (noise acting as augmentation)."""
+    noisy, clean = fr.last(setup, lv, "test_acc"), fr.last(setup, 0.0, "test_acc")
+    if noisy.empty or clean.empty:
+        return None
+    d = paired(noisy, clean, _n_test(fr))
+    if not (d.clear and d.mean > 0):
+        return None
+    text = (
+        f"{_label(setup)} at X = {x(lv)} ends above the clean runs: {acc(_mean(noisy))} "
+        f"against {acc(_mean(clean))}."
+    )
+    stat = f"paired difference {pm(d.mean, d.half, digits=2)} points"
+    return Finding(f"above-clean-{setup}", text, True, stat, _scope(fr), "table", 82)
+
+
+def memorising(fr: Frames, setup: str, lv: float) -> Finding | None:
+    """Memorising the noisy labels: how often the network predicts the wrong label it was
+    trained on, for the training images whose label the noise changed (fit_noisy)."""
+    p = peak(fr, setup, lv)
+    table = fr.curves(setup, lv, "fit_noisy")
+    if p is None or table.empty or p.epoch not in table.columns:
+        return None
+    table = table.ffill(axis=1)
+    last = int(table.columns[-1])
+    rise = paired(table[last], table[p.epoch])
+    at_peak, at_last = float(table[p.epoch].mean()), float(table[last].mean())
+    if p.epoch == last:
+        text = (
+            f"Under {setup} at X = {x(lv)}, the network predicts the wrong training label for "
+            f"{acc(at_last)} of the images whose label was changed (chance: {acc(fr.chance)})."
+        )
+        holds = True
+    elif rise.clear and rise.mean > 0:
+        text = (
+            f"Under {setup} at X = {x(lv)}, the network memorises the noisy labels after its "
+            f"peak: of the training images whose label was changed, it predicts that wrong "
+            f"label for {acc(at_peak)} at epoch {p.epoch} and {acc(at_last)} at the last epoch."
+        )
+        holds = True
+    elif at_last <= fr.chance:
+        text = (
+            f"Under {setup} at X = {x(lv)}, the network has not memorised the noisy labels: it "
+            f"predicts the wrong training label for {acc(at_last)} of the images whose label "
+            f"was changed, no more than a random guess ({acc(fr.chance)})."
+        )
+        holds = True
+    else:
+        text = (
+            f"Under {setup} at X = {x(lv)}, the data cannot tell whether the network memorises "
+            f"more noisy labels after its peak: it predicts the wrong training label for "
+            f"{acc(at_peak)} of the images whose label was changed at epoch {p.epoch} and "
+            f"{acc(at_last)} at the last epoch."
+        )
+        holds = False
+    stat = f"paired rise {pm(rise.mean, rise.half, digits=2)} points"
+    return Finding("memorising", text, holds, stat, _scope(fr), "fitting-noise", 86)
 
 
 def _epoch_runs(epochs: list[int]) -> str:
@@ -315,7 +394,8 @@ def label_confidence(fr: Frames, setup: str, lv: float) -> Finding | None:
     else:
         relation = "below" if conf < share else "above"
     text = (
-        f"At X = {x(lv)}, the {setup} models are right on {acc(right)} of test images. "
+        f"At X = {x(lv)}, the models trained with {setup} are right on {acc(right)} of test "
+        "images. "
         f"Their mean confidence, {acc(conf)}, is {relation} the {acc(share)} of training "
         "labels that are correct."
     )
@@ -469,13 +549,16 @@ def summary(fr: Frames) -> list[Finding]:
             found += compare_last(fr, a, b, lv)
             found.append(compare_levels(fr, a, b))
             found.append(compare_over_epochs(fr, a, b, lv))
+            found.append(compare_best(fr, a, b, lv))
             found.append(cross_entropy(fr, a, b, lv))
         for i, s in enumerate(pair):
-            found.append(peak_then_fall(fr, s, lv, 86 - i))
+            found.append(peak_then_fall(fr, s, lv, 87 - 2 * i))
         labels = [s for s in pair if (fr.noise_of(s) or "").startswith("labels.")]
         pixels = [s for s in pair if fr.noise_of(s) == "pixels.replace"]
+        found += [above_clean(fr, s, lv) for s in pair]
         if labels:
             found.append(label_confidence(fr, labels[0], lv))
+            found.append(memorising(fr, labels[0], lv))
         if pixels:
             found += pixel_background(fr, pixels[0], lv)
     found += no_information(fr)
