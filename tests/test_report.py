@@ -38,7 +38,6 @@ FIGURES = [
     "examples",
     "label_matrix",
     "best_vs_final",
-    "fits",
 ]
 TINY = {
     "name": "tiny",

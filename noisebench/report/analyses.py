@@ -28,11 +28,10 @@ from .analysis_text import (
     versus,
 )
 from .data import ReportData, SetupInfo
+from .figures import spread_note
 from .measured import Measured, counts_copies, level_text, middle, spread
 from .sections import LegacyBuilder, Section, save_figure
 from .words import acc
-
-CI = "Lines: mean over seeds; bands: 95 % confidence interval."
 
 
 def _label_setups(data: ReportData, m: Measured, name: str) -> list[SetupInfo]:
@@ -71,7 +70,8 @@ def memorisation_section(data: ReportData, folder: Path) -> Section | None:
         "Per label-noise setup and level: of the watched training examples whose label was "
         "corrupted, the share the network predicts as their noisy (trained-on) label and as "
         "their true label, and the accuracy on the uncorrupted ones, per epoch (clean inputs). "
-        f"A dotted line marks the first epoch at which the noisy label wins. {CI}",
+        "A dotted line marks the first epoch at which the noisy label wins. "
+        + spread_note(len(data.study.seeds)),
     )
     return Section(
         "fitting-noise",
@@ -108,7 +108,8 @@ def calibration_section(data: ReportData, folder: Path) -> Section | None:
         "After the last epoch, on the test set: left, mean confidence (max softmax); middle, "
         "mean confidence minus accuracy (above zero: over-confident); right, expected "
         "calibration error (15 equal-width confidence bins). One line per setup; setups whose "
-        f"level counts noisy copies sit at their share of noisy examples, k / (k + 1). {CI}",
+        "level counts noisy copies sit at their share of noisy examples, k / (k + 1). "
+        + spread_note(len(data.study.seeds)),
     )
     return Section("calibration", "Calibration: does confidence match accuracy?", texts, [figure])
 
@@ -151,7 +152,7 @@ def robustness_section(data: ReportData, folder: Path) -> Section | None:
         "[0, 1]) moves by ε along the sign of the loss gradient (FGSM, solid) or along random "
         "signs (dashed), for the clean baseline and two "
         f"noise levels per setup; ε = 0 is the unperturbed accuracy. The dotted line marks ε = "
-        f"{mid:g}, compared in the text. {CI}",
+        f"{mid:g}, compared in the text. " + spread_note(len(data.study.seeds)),
     )
     return Section("robustness", "Robustness: adversarial vs random perturbations", texts, [figure])
 
@@ -176,7 +177,8 @@ def issues_section(data: ReportData, folder: Path) -> Section | None:
         "given label is below the mean of that probability over the examples with the same "
         "given label (confident learning's per-class threshold); precision and recall are "
         "against the labels the noise corrupted, "
-        f"precision@k over the k least trusted examples, k = the number corrupted. {CI}",
+        "precision@k over the k least trusted examples, k = the number corrupted. "
+        + spread_note(len(data.study.seeds)),
     )
     head = ["setup", "level", "precision (%)", "recall (%)", "precision@k (%)", "flagged (%)"]
     rows = [

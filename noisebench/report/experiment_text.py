@@ -14,7 +14,6 @@ from ..summary import Estimate, estimate
 from .experiment_runs import Group, Run, StudyRuns
 from .words import acc, pts
 
-CI = "Lines/points: mean over seeds; bands/bars: 95 % confidence interval."
 Series = list[tuple[int, Estimate]]  # (N, test accuracy over seeds), N ascending
 
 

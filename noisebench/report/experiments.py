@@ -18,7 +18,6 @@ from . import experiment_figures as figs
 from .data import ReportData
 from .experiment_runs import Group, StudyRuns, per_epoch
 from .experiment_text import (
-    CI,
     EarlyRow,
     buyback,
     buyback_sentence,
@@ -27,7 +26,7 @@ from .experiment_text import (
     growth_sentence,
     time_sentence,
 )
-from .figures import FigureFile
+from .figures import FigureFile, spread_note
 from .fits import LogisticFit, fit_logistic
 from .memorisation_text import (
     DEFAULT_TARGET,
@@ -107,7 +106,7 @@ def memorisation_section(data: ReportData, folder: Path) -> Section | None:
         "Training accuracy on clean inputs, against the labels the network trains on (random "
         "ones under random labels), per epoch; one line per N. A run that reached the target "
         "stopped and keeps its last value. Dashed: a logistic in the epoch fitted to the mean "
-        f"curve, where it fits well. {CI}",
+        "curve, where it fits well. " + spread_note(len(data.study.seeds)),
     )
     figures = [curves]
     if len(sr.sizes()) > 1:
@@ -131,7 +130,8 @@ def memorisation_epochs_figure(
         "Memorisation: epochs needed and test accuracy against N",
         f"Left: epochs until {target * 100:g} % training accuracy, over the runs that got "
         f"there; a cross at the cap ({sr.data.epochs} epochs) counts those that did not. Right: "
-        f"test accuracy of the trained network; the dotted line is chance. {CI}",
+        f"test accuracy of the trained network; the dotted line is chance. "
+        + spread_note(len(sr.data.study.seeds)),
     )
 
 
@@ -224,7 +224,8 @@ def sample_size_section(data: ReportData, folder: Path) -> Section | None:
         "Final test accuracy against the number of training examples N (equal per class), one "
         "line per noise level; an arrow runs from the clean accuracy at one N to the N at which "
         "a noisy level reaches it (interpolated in log N). Last panel: training time per run "
-        f"(its pack's step time shared among the pack's runs). {CI}",
+        "(its pack's step time shared among the pack's runs). "
+        + spread_note(len(data.study.seeds)),
     )
     return Section(
         "sample-size",

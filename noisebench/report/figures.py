@@ -19,8 +19,6 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from ..summary import Estimate  # noqa: E402
 from .data import ReportData  # noqa: E402
-from .fitplot import fits_figure  # noqa: E402
-from .fits import MIN_FIT_EPOCHS  # noqa: E402
 from .measured import counts_copies, x_share  # noqa: E402
 from .seeing import examples, label_matrix  # noqa: E402
 from .style import DPI, STYLE, level_colour, pct_label, setup_colour, setup_line  # noqa: E402
@@ -280,17 +278,24 @@ def styled(maker: Callable[[], Figure | None]) -> Callable[[], Figure | None]:
     return make
 
 
+def spread_note(seeds: int) -> str:
+    """What a figure's lines and bands are: with one seed there is no interval to draw."""
+    if seeds == 1:
+        return "Lines: the one seed's values (no bands: one seed has no interval)."
+    return "Lines: mean over seeds; bands: 95 % confidence interval."
+
+
 def catalogue(data: ReportData) -> list[tuple[str, str, str, Callable[[], Figure | None]]]:
     """(file name, title, caption, maker) of every figure, in report order."""
     return [(name, title, caption, styled(maker)) for name, title, caption, maker in _entries(data)]
 
 
 def _entries(data: ReportData) -> list[tuple[str, str, str, Callable[[], Figure | None]]]:
-    ci = "Lines: mean over seeds; bands: 95 % confidence interval."
+    ci = spread_note(len(data.study.seeds))
     ci_all = (
         "Lines: mean over seeds; bars: 95 % confidence interval (shifted a little along X so "
         "they do not hide each other)."
-        if len(data.setups) > MANY_SETUPS
+        if len(data.setups) > MANY_SETUPS and len(data.study.seeds) > 1
         else ci
     )
     if any(counts_copies(s.noise) for s in data.setups):
@@ -367,18 +372,6 @@ def _entries(data: ReportData) -> list[tuple[str, str, str, Callable[[], Figure 
             "the gap, per seed. A gap above zero means accuracy peaked and then fell (late "
             f"overfitting to the noise). {ci}",
             lambda: best_vs_final(data),
-        ),
-        (
-            "fits",
-            "Curve fits: where accuracy levels off, and whether the test loss turns up",
-            "Left: mean test accuracy per epoch (dots) and a logistic in the epoch fitted to it "
-            "(dashed, running on past the last epoch; its floor is chance), drawn only where the "
-            f"fit is good and the study has at least {MIN_FIT_EPOCHS} epochs. Right: the "
-            "least-squares slope of each seed's train (dashed, open squares) and test (solid) loss "
-            "over the last third of the epochs, mean over seeds with 95 % CI bars; a triangle "
-            "marks a test loss rising while the train loss falls, both CIs excluding zero "
-            "(the network fitting the noise).",
-            lambda: fits_figure(data),
         ),
     ]
 

@@ -148,7 +148,7 @@ def plateau_sentence(sr: StudyRuns, groups: list[Group], fits: dict) -> str | No
     text = (
         f"A logistic in the epoch describes the mean training-accuracy curve of {where} "
         f"(R² = {fit.r2:.2f}): it rises half-way from chance by epoch {fit.midpoint:.1f} and "
-        f"levels off at {acc(fit.plateau)} (95 % CI ± {pts(fit.plateau_half)})"
+        f"levels off at {acc(fit.plateau)}, above the {acc(fit.last)} of its last epoch"
     )
     base = fits.get(((CLEAN, 0.0), n))
     if base is not None and base.ok and base.midpoint >= 1:
