@@ -153,7 +153,7 @@ def test_the_report_has_the_experiment_sections(memorised):
     out, *_ = memorised
     paths = write_report(out)
     markdown = paths["md"].read_text()
-    for title in ("Model size", "Memorisation: fitting random labels", "Zero training loss"):
+    for title in ("Model size", "Fitting random labels", "Zero training loss"):
         assert title in markdown
     assert (out / "figures" / "memorisation-curves.png").exists()
     assert (out / "figures" / "zero-loss-gap.svg").exists()

@@ -24,6 +24,7 @@ from .analysis_text import (
     others_sentence,
     overtakes,
     pct,
+    random_labels,
     robustness_sentences,
     versus,
 )
@@ -49,10 +50,11 @@ def memorisation_section(data: ReportData, folder: Path) -> Section | None:
     for s in setups:
         for lv in shown[s.name]:
             noisy, true = (m.per_epoch(s.name, lv, n) for n in ("fit_noisy", "fit_true"))
-            crossings[(s.name, lv)] = overtakes(noisy, true)
+            crossings[(s.name, lv)] = None if random_labels(s, lv) else overtakes(noisy, true)
     texts = []
     for s in setups if len(setups) <= 2 else setups[:1]:
-        top = shown[s.name][-1]
+        informative = [lv for lv in shown[s.name] if not random_labels(s, lv)]
+        top = (informative or shown[s.name])[-1]
         texts.append(memorised(m, s, top, crossings[(s.name, top)]))
         if len(shown[s.name]) > 1:
             texts.append(crossings_sentence(m, s, shown[s.name], crossings))

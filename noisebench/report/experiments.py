@@ -102,7 +102,7 @@ def memorisation_section(data: ReportData, folder: Path) -> Section | None:
         figs.memorisation_curves(sr, groups, target, {k: v for k, v in fits.items() if v}),
         folder,
         "memorisation-curves",
-        "Memorisation: training accuracy per epoch, per training-set size",
+        "Fitting random labels: training accuracy per epoch, per training-set size",
         "Training accuracy on clean inputs, against the labels the network trains on (random "
         "ones under random labels), per epoch; one line per N. A run that reached the target "
         "stopped and keeps its last value. Dashed: a logistic in the epoch fitted to the mean "
@@ -114,7 +114,7 @@ def memorisation_section(data: ReportData, folder: Path) -> Section | None:
     scales = ", and how it scales with N" if len(sr.sizes()) > 1 else ""
     return Section(
         "memorisation",
-        f"Memorisation: fitting {'random' if randoms else 'noisy'} labels{scales}",
+        f"Fitting {'random' if randoms else 'noisy'} labels{scales}",
         [t for t in texts if t],
         figures,
     )
@@ -127,7 +127,7 @@ def memorisation_epochs_figure(
         figs.memorisation_epochs(sr, groups, reach, target),
         folder,
         "memorisation-epochs",
-        "Memorisation: epochs needed and test accuracy against N",
+        "Fitting random labels: epochs needed and test accuracy against N",
         f"Left: epochs until {target * 100:g} % training accuracy, over the runs that got "
         f"there; a cross at the cap ({sr.data.epochs} epochs) counts those that did not. Right: "
         f"test accuracy of the trained network; the dotted line is chance. "
