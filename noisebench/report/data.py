@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from ..errors import NoisebenchError, StudyError
 from ..noise import LabelNoise, PixelNoise, make_noise
 from ..store import Store
-from ..study import CLEAN, Setup, Study
+from ..study import Setup, Study
 from ..summary import Estimate, curves, estimate
 
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "test_conf")
@@ -43,9 +44,9 @@ class LevelStats:
     seeds: int
     final: dict[str, Estimate]  # metric -> final-epoch estimate
     epochs: dict[str, list[Estimate]]  # metric -> one estimate per epoch
-    best_acc: Estimate  # each seed's best test accuracy over epochs
-    best_epoch: float  # mean epoch (1-based) at which the best was reached
-    drop: Estimate  # best minus final test accuracy, per seed
+    best_acc: Estimate  # test accuracy at the best epoch, over seeds
+    best_epoch: float  # the epoch (1-based) at which the mean test-accuracy curve peaks
+    drop: Estimate  # accuracy at the best epoch minus the last epoch's, per seed
     curves: dict[str, np.ndarray] = field(default_factory=dict)  # metric -> [seeds, epochs]
 
 
@@ -156,21 +157,21 @@ def level_stats(slot: dict[str, list[list[float]]]) -> LevelStats:
     per_epoch = {
         m: [estimate(list(arrays[m][:, e])) for e in range(arrays[m].shape[1])] for m in METRICS
     }
-    acc = arrays["test_acc"]
-    bests, best_epochs, drops = [], [], []
-    for row in acc:
-        if not np.isfinite(row).any():
-            continue
-        i = int(np.nanargmax(row))
-        bests.append(float(row[i]))
-        best_epochs.append(i + 1)
-        drops.append(float(row[i]) - _last_finite(row))
+    # the best epoch is the mean curve's peak (as in the main table), the same for every seed
+    acc = pd.DataFrame(arrays["test_acc"]).ffill(axis=1).to_numpy()
+    bests, drops, best_epoch = [], [], float("nan")
+    if np.isfinite(acc).any():
+        i = int(np.nanargmax(np.nanmean(acc, axis=0)))
+        best_epoch = float(i + 1)
+        kept = [row for row in acc if np.isfinite(row[i])]
+        bests = [float(row[i]) for row in kept]
+        drops = [float(row[i]) - _last_finite(row) for row in kept]
     return LevelStats(
         seeds=len(slot["test_acc"]),
         final=final,
         epochs=per_epoch,
         best_acc=estimate(bests),
-        best_epoch=float(np.mean(best_epochs)) if best_epochs else float("nan"),
+        best_epoch=best_epoch,
         drop=estimate(drops),
         curves=arrays,
     )
@@ -276,7 +277,3 @@ def load(store: Store, directory: Path | None = None) -> ReportData:
 def baseline(data: ReportData, setup: str) -> LevelStats | None:
     """The clean (X = 0) runs as seen from `setup`."""
     return data.get(setup, 0.0)
-
-
-def clean_runs(data: ReportData) -> list[dict[str, Any]]:
-    return [r for r in data.runs if r["setup"] == CLEAN]
