@@ -210,7 +210,7 @@ def test_a_peak_within_the_spread_is_not_called_a_fall(tmp_path):
 
     found = findings(make_store(tmp_path, flat))
     peak = found["peak-label noise"]
-    assert not peak.holds and "cannot tell it apart from the last epoch's" in peak.text
+    assert not peak.holds and "the data cannot tell a fall after the peak" in peak.text
 
 
 # --- X = 100 % and the mechanism ------------------------------------------------------------
