@@ -124,13 +124,7 @@ def write_pdf(c: Content, path: Path) -> Path:
     )
     story += [tbl, Spacer(1, 2 * mm), _p(c.table_note, st["small"])]
 
-    story += [_p("Data and configuration", st["h2"])]
-    facts = Table(
-        [[_p(k, st["cell"]), _p(v, st["cell"])] for k, v in c.facts],
-        colWidths=[0.16 * width, 0.84 * width],
-    )
-    facts.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP")]))
-    story += [facts, PageBreak()]
+    story += [PageBreak()]
 
     def figure(f: FigureFile) -> KeepTogether:
         return KeepTogether(
@@ -150,6 +144,13 @@ def write_pdf(c: Content, path: Path) -> Path:
         story += [figure(f) for f in s.figures]
         if s.table_rows:
             story += [_table(s.table_head, s.table_rows, st, width), Spacer(1, 4 * mm)]
+    # last, as in the HTML and Markdown
+    facts = Table(
+        [[_p(k, st["cell"]), _p(v, st["cell"])] for k, v in c.facts],
+        colWidths=[0.16 * width, 0.84 * width],
+    )
+    facts.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP")]))
+    story += [CondPageBreak(height * 0.3), _p("Data and configuration", st["h2"]), facts]
     doc.build(story, canvasmaker=NumberedCanvas)
     return path
 
