@@ -17,6 +17,7 @@ from .analysis_text import (
     _finite,
     _ties,
     calibration_sentences,
+    corrupted_share,
     crossings_sentence,
     issues_sentences,
     listing,
@@ -170,8 +171,12 @@ def issues_section(data: ReportData, folder: Path) -> Section | None:
     def series(s: SetupInfo, name: str):
         return [(lv, m.final(s.name, lv, name)) for lv in m.levels(s.name, name) if lv > 0]
 
+    def base_rate(s: SetupInfo):
+        levels = m.levels(s.name, "issues_precision")
+        return [(lv, corrupted_share(m, s, lv)) for lv in levels if lv > 0]
+
     figure = save_figure(
-        figs.label_issues(data, setups, series),
+        figs.label_issues(data, setups, series, base_rate),
         folder,
         "label-issues",
         "Finding the wrong labels by the model's own confidence",
@@ -179,12 +184,21 @@ def issues_section(data: ReportData, folder: Path) -> Section | None:
         "given label is below the mean of that probability over the examples with the same "
         "given label (confident learning's per-class threshold); precision and recall are "
         "against the labels the noise corrupted, "
-        "precision@k over the k least trusted examples, k = the number corrupted. "
-        + spread_note(len(data.study.seeds)),
+        "precision@k over the k least trusted examples, k = the number corrupted. Dotted: the "
+        "base rate, the share of training labels the noise changed (the precision of a random "
+        "pick). " + spread_note(len(data.study.seeds)),
     )
-    head = ["setup", "level", "precision (%)", "recall (%)", "precision@k (%)", "flagged (%)"]
+    head = [
+        "setup",
+        "level",
+        "labels changed (%)",
+        "precision (%)",
+        "recall (%)",
+        "precision@k (%)",
+        "flagged (%)",
+    ]
     rows = [
-        [s.name, level_text(s, lv).removeprefix("X = ")]
+        [s.name, level_text(s, lv).removeprefix("X = "), corrupted_share(m, s, lv).fmt(100, 1)]
         + [m.final(s.name, lv, n).fmt(100, 1) for n in ISSUES]
         for s in setups
         for lv in m.levels(s.name, ISSUES[0])

@@ -176,8 +176,9 @@ def robustness(
     return fig
 
 
-def label_issues(data: ReportData, setups: list[SetupInfo], series) -> Figure:
-    """Precision, recall and precision@k of flagging by self-confidence, against X."""
+def label_issues(data: ReportData, setups: list[SetupInfo], series, base_rate) -> Figure:
+    """Precision, recall and precision@k of flagging by self-confidence, against X; the
+    precision panels draw each setup's base rate (the share of labels changed) dotted."""
     fig, axes = plt.subplots(1, 3, figsize=(11.0, 3.4), layout="constrained", sharey=True)
     for ax, name, title in (
         (axes[0], "issues_precision", "precision: flagged that are corrupted"),
@@ -185,6 +186,16 @@ def label_issues(data: ReportData, setups: list[SetupInfo], series) -> Figure:
         (axes[2], "issues_precision_at_k", "precision@k (k = corrupted count)"),
     ):
         _vs_level(ax, setups, lambda s, name=name: series(s, name), len(setups) > MANY_SETUPS)
+        if name != "issues_recall":
+            for s in setups:
+                points = base_rate(s)
+                ax.plot(
+                    [x_share(s, lv) for lv, _ in points],
+                    [e.mean * 100 for _, e in points],
+                    color=setup_colour(s),
+                    linestyle=":",
+                    linewidth=1,
+                )
         ax.set_title(title, fontsize=9)
         ax.set_ylim(0, 100)
         ax.tick_params(labelleft=True)

@@ -357,10 +357,14 @@ def issues_sentences(data: ReportData, m: Measured, setups: list[SetupInfo]) -> 
         )
         if len(levels) > 1 and len(setups) == 1:
             lo, hi = levels[0], levels[-1]
+            b_lo, b_hi = corrupted_share(m, s, lo), corrupted_share(m, s, hi)
             parts = [
-                f"{what} from {pct(m.final(s.name, lo, n))} to {pct(m.final(s.name, hi, n))} "
-                f"({versus(m.final(s.name, lo, n), m.final(s.name, hi, n))})"
-                for what, n in (("precision", ISSUES[0]), ("recall", ISSUES[1]))
+                f"precision from {pct(m.final(s.name, lo, ISSUES[0]))} (base rate "
+                f"{acc(b_lo.mean)}) to {pct(m.final(s.name, hi, ISSUES[0]))} (base rate "
+                f"{acc(b_hi.mean)})",
+                f"recall from {pct(m.final(s.name, lo, ISSUES[1]))} to "
+                f"{pct(m.final(s.name, hi, ISSUES[1]))} "
+                f"({versus(m.final(s.name, lo, ISSUES[1]), m.final(s.name, hi, ISSUES[1]))})",
             ]
             out.append(
                 f"From {level_text(s, lo)} to {level_text(s, hi)}, {s.name} moves "
