@@ -386,7 +386,6 @@ def label_confidence(fr: Frames, setup: str, lv: float) -> Finding | None:
     spec = next(s for s in fr.study.setups if s.name == setup)
     share = _correct_share(spec.noise or "", spec.params, lv, fr.num_classes)
     conf = _mean(fr.last(setup, lv, "test_conf"))
-    right = _mean(fr.last(setup, lv, "test_acc"))
     if share is None or not math.isfinite(conf):
         return None
     if abs(conf - share) < 0.05:
@@ -394,10 +393,8 @@ def label_confidence(fr: Frames, setup: str, lv: float) -> Finding | None:
     else:
         relation = "below" if conf < share else "above"
     text = (
-        f"At X = {x(lv)}, the models trained with {setup} are right on {acc(right)} of test "
-        "images. "
-        f"Their mean confidence, {acc(conf)}, is {relation} the {acc(share)} of training "
-        "labels that are correct."
+        f"At X = {x(lv)}, the mean test confidence of the models trained with {setup}, "
+        f"{acc(conf)}, is {relation} the {acc(share)} of training labels that are correct."
     )
     return Finding(
         "label-confidence", text, True, "means over seeds", _scope(fr), "calibration", 70
@@ -425,7 +422,7 @@ def cross_entropy(fr: Frames, a: str, b: str, lv: float) -> Finding | None:
         text = f"Test cross-entropy at X = {x(lv)} is {values} (one seed, not compared)."
         holds = False
     stat = f"paired difference {pm(d.mean, d.half, 1, 3)} nats"
-    return Finding("cross-entropy", text, holds, stat, _scope(fr), "final_loss", 68)
+    return Finding("cross-entropy", text, holds, stat, _scope(fr), "final_loss", 55)
 
 
 def pixel_background(fr: Frames, setup: str, lv: float) -> list[Finding]:
@@ -520,7 +517,7 @@ def intervals(fr: Frames) -> Finding:
             "With one seed there are no intervals: a difference counts only when it exceeds the "
             f"test set's sampling error, about {pts(error)} at 90 % accuracy on {images} images."
         )
-    return Finding("intervals", text, True, "binomial, 95 %", _scope(fr), "table", 50)
+    return Finding("intervals", text, True, "binomial, 95 %", _scope(fr), "table", 57)
 
 
 def diverged(fr: Frames) -> Finding | None:
@@ -563,7 +560,21 @@ def summary(fr: Frames) -> list[Finding]:
             found += pixel_background(fr, pixels[0], lv)
     found += no_information(fr)
     found.append(intervals(fr))
-    return ordered(found)
+    return capped(ordered(found))
+
+
+MOST_SENTENCES = 20
+
+
+def capped(findings: list[Finding]) -> list[Finding]:
+    """The most important findings that fit in MOST_SENTENCES sentences."""
+    kept, sentences = [], 0
+    for f in findings:
+        n = f.text.count(". ") + 1
+        if sentences + n <= MOST_SENTENCES:
+            kept.append(f)
+            sentences += n
+    return kept
 
 
 def best_epoch_row(fr: Frames, setup: str, lv: float) -> tuple[str, str]:
