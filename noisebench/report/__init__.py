@@ -40,8 +40,8 @@ def write_report(directory: str | Path) -> dict[str, Path]:
     """Render the report of the study in `directory`; return the paths by format."""
     directory = Path(directory)
     with Store.open_existing(directory, readonly=True) as store:
-        frames = read(store)
         data = load(store, directory)
+        frames = data.frames
     try:
         stage = Path(tempfile.mkdtemp(prefix=".report-", dir=directory))
     except OSError as exc:

@@ -20,7 +20,8 @@ from ..errors import NoisebenchError, StudyError
 from ..noise import LabelNoise, PixelNoise, make_noise
 from ..store import Store
 from ..study import Setup, Study
-from ..summary import Estimate, curves, estimate
+from ..summary import Estimate, estimate
+from .frames import Frames, read
 
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "test_conf")
 
@@ -80,10 +81,8 @@ class ReportData:
     examples: dict[str, np.ndarray] = field(default_factory=dict)
     pack_walls: list[float] = field(default_factory=list)
     epoch_wall_s: float = 0.0
-    # named metrics (store.metrics()): per epoch, and after training as epoch 0
-    metrics: list[dict[str, Any]] = field(default_factory=list)
-    # the epochs table (store.epochs()): one row per run × epoch, every training-set size
-    epoch_rows: list[dict[str, Any]] = field(default_factory=list)
+    # the store's one reading (frames.py): every reader of the sections starts from it
+    frames: Frames | None = None
 
     @property
     def num_classes(self) -> int:
@@ -144,6 +143,17 @@ def _padded(seqs: list[list[float]]) -> np.ndarray:
 def _last_finite(row: np.ndarray) -> float:
     finite = row[np.isfinite(row)]
     return float(finite[-1]) if finite.size else float("nan")
+
+
+def _slot(runs: dict[str, dict[str, dict[int, float]]]) -> dict[str, list[list[float]]]:
+    """metric -> one list per run of its values at epochs 1 … its last epoch."""
+    slot: dict[str, list[list[float]]] = {m: [] for m in METRICS}
+    for series in runs.values():
+        last = max((e for e in series.get("test_acc", {}) if e >= 1), default=0)
+        for m in METRICS:
+            by_epoch = series.get(m, {})
+            slot[m].append([by_epoch.get(e, float("nan")) for e in range(1, last + 1)])
+    return slot
 
 
 def level_stats(slot: dict[str, list[list[float]]]) -> LevelStats:
@@ -247,7 +257,8 @@ def load(store: Store, directory: Path | None = None) -> ReportData:
         SetupInfo(s.name, s.noise, dict(s.params), _kind(s), study.levels_of(s), i)
         for i, s in enumerate(study.setups)
     ]
-    stats = {key: level_stats(slot) for key, slot in curves(store).items()}
+    frames = read(store)
+    stats = {key: level_stats(_slot(runs)) for key, runs in frames.shown_series().items()}
     runs = store.runs()
     data = ReportData(
         directory=Path(directory) if directory is not None else store.path.parent,
@@ -258,8 +269,7 @@ def load(store: Store, directory: Path | None = None) -> ReportData:
         runs=runs,
         pack_walls=_pack_walls(runs),
         epoch_wall_s=_epoch_wall(store),
-        metrics=store.metrics(),
-        epoch_rows=store.epochs(),
+        frames=frames,
     )
     n = int(meta.get("train_size") or 0)
     for setup in setups:

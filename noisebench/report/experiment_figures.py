@@ -19,9 +19,10 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from ..study import CLEAN  # noqa: E402
 from ..summary import Estimate, estimate  # noqa: E402
+from . import plots  # noqa: E402
 from .experiment_runs import Group, StudyRuns, per_epoch  # noqa: E402
 from .fits import LogisticFit  # noqa: E402
-from .plots import band, bars, chance, log_sizes, panels  # noqa: E402
+from .plots import band, bars, chance, log_sizes  # noqa: E402
 from .style import level_colour, pct_label, setup_colour  # noqa: E402
 
 SIZE_MAP = plt.get_cmap("plasma")
@@ -44,7 +45,7 @@ def memorisation_curves(
     """A panel per group: training accuracy on clean inputs per epoch, a line per N, with the
     fitted logistic (dashed) where the fit is good."""
     sizes = sr.sizes()
-    fig, axes = panels(len(groups), 4.4)
+    fig, axes = plots.panels(len(groups), 4.4)
     for ax, group in zip(axes, groups, strict=True):
         for n in sizes:
             runs = sr.select(group, n)
@@ -84,7 +85,7 @@ def memorisation_epochs(
     Right: test accuracy of the trained network against N."""
     sizes = sr.sizes()
     cap = sr.data.epochs
-    fig, (ax, ax_test) = panels(2, 4.4)
+    fig, (ax, ax_test) = plots.panels(2, 4.4)
     missed = False
     for group in groups:
         colour = group_colour(sr, group)
@@ -188,7 +189,7 @@ def sample_size(
     time per run against N. A grey arrow runs from the clean accuracy at one N to the N at
     which a noisy level reaches it."""
     sizes = sr.sizes()
-    fig, axes = panels(len(panels) + 1, 4.4)
+    fig, axes = plots.panels(len(panels) + 1, 4.4)
     for ax, (title, groups) in zip(axes, panels, strict=False):
         for group in groups:
             xs = [n for n in sizes if sr.select(group, n)]
@@ -226,7 +227,7 @@ def early_stopping(
     """A panel per setup: each run's validation loss per epoch (a line per run, coloured by
     level), a dot at its best-validation epoch and a cross where it stopped before the cap."""
     cap = sr.data.epochs
-    fig, axes = panels(len(panels), 4.4)
+    fig, axes = plots.panels(len(panels), 4.4)
     levels: dict[float, None] = {}
     for ax, (title, groups) in zip(axes, panels, strict=True):
         for group in groups:

@@ -91,6 +91,28 @@ class Frames:
             return pd.Series(dtype=float)
         return table.ffill(axis=1).iloc[:, -1].dropna()
 
+    def by_run(self) -> dict[str, dict[str, dict[int, float]]]:
+        """run_id -> metric -> epoch -> value, for every finished run (every training size;
+        epoch 0: measured after training)."""
+        done = set(self.runs.loc[self.runs.status.isin(FINISHED), "run_id"])
+        out: dict[str, dict[str, dict[int, float]]] = {}
+        rows = self.values[self.values.run_id.isin(done)]
+        for run_id, metric, epoch, value in zip(
+            rows.run_id, rows.metric, rows.epoch, rows.value, strict=True
+        ):
+            out.setdefault(run_id, {}).setdefault(metric, {})[int(epoch)] = float(value)
+        return out
+
+    def shown_series(self) -> dict[tuple[str, float], dict[str, dict[str, dict[int, float]]]]:
+        """(setup, level) -> run_id -> metric -> epoch -> value, for the runs `shown` there."""
+        series = self.by_run()
+        out: dict[tuple[str, float], dict[str, dict[str, dict[int, float]]]] = {}
+        for run_id, setup, level in zip(
+            self.shown.run_id, self.shown.setup, self.shown.level, strict=True
+        ):
+            out.setdefault((setup, float(level)), {})[run_id] = series.get(run_id, {})
+        return out
+
     def after_training(self, setup: str, level: float, metric: str) -> pd.Series:
         """Per-seed value of a metric measured once after training (epoch 0); index: seed."""
         cell = self.shown[(self.shown.setup == setup) & (self.shown.level == level)]
