@@ -110,8 +110,13 @@ def calibration_section(data: ReportData, folder: Path) -> Section | None:
         "Calibration: confidence against accuracy",
         "After the last epoch, on the test set: left, mean confidence (max softmax); middle, "
         "mean confidence minus accuracy (above zero: over-confident); right, expected "
-        "calibration error (15 equal-width confidence bins). One line per setup; setups whose "
-        "level counts noisy copies sit at their share of noisy examples, k / (k + 1). "
+        "calibration error (15 equal-width confidence bins). One line per setup. "
+        + (
+            "Setups whose level counts noisy copies sit at their share of noisy examples, "
+            "k / (k + 1). "
+            if any(counts_copies(s.noise) for s in setups)
+            else ""
+        )
         + spread_note(len(data.study.seeds)),
     )
     return Section("calibration", "Calibration: does confidence match accuracy?", texts, [figure])
