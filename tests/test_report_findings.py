@@ -301,3 +301,23 @@ def test_paired_difference_uses_the_seed_pairing():
     d = paired(a, b, 1000)
     assert d.clear and abs(d.mean - 0.02) < 1e-12 and d.half < 1e-9
     assert re.match(r"^\d", f"{d.binomial * 100:.1f}")
+
+
+def test_no_line_is_drawn_across_a_level_that_was_not_measured(tmp_path):
+    import numpy as np
+
+    from noisebench.report import load
+    from noisebench.report.figures import final_vs_level
+
+    directory = make_store(tmp_path, clean_falls(0.6, 0.8))
+    where = "SELECT run_id FROM runs WHERE setup = 'label noise' AND level = 0.5"
+    sql(directory, f"DELETE FROM epochs WHERE run_id IN ({where})")
+    sql(directory, f"UPDATE runs SET status = 'pending' WHERE run_id IN ({where})")
+    with Store.open_existing(directory, readonly=True) as store:
+        fig = final_vs_level(load(store, directory), "test_acc")
+    label_line = next(ln for ln in fig.axes[0].get_lines() if ln.get_label() == "label noise")
+    x, y = label_line.get_xdata(), np.asarray(label_line.get_ydata(), dtype=float)
+    assert list(x) == [0, 30, 50, 70, 100]
+    assert np.isnan(y[2]) and np.isfinite(y[[0, 1, 3, 4]]).all()
+    # X = 50 % is not shared any more: the headline moves to the nearest shared level
+    assert findings(directory)["values-last"].text.startswith("At X = 30 %")

@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from ..summary import Estimate  # noqa: E402
 from .data import ReportData  # noqa: E402
 from .measured import counts_copies, x_share  # noqa: E402
 from .plots import MANY_SETUPS, band, chance, ci_line, dodge, panels  # noqa: E402
@@ -39,10 +40,15 @@ def final_vs_level(data: ReportData, metric: str) -> Figure:
     scale = 100 if metric == "test_acc" else 1
     many = len(data.setups) > MANY_SETUPS
     for setup in data.setups:
-        levels = data.levels(setup.name)
-        if not levels:
+        if not data.levels(setup.name):
             continue
-        ests = [data.stats[(setup.name, lv)].final[metric] for lv in levels]
+        # every level of the study, a gap (NaN) where none finished: no line across it
+        levels = setup.levels
+        missing = Estimate(math.nan, math.nan, 0)
+        ests = [
+            data.stats[(setup.name, lv)].final[metric] if data.get(setup.name, lv) else missing
+            for lv in levels
+        ]
         x = [x_share(setup, lv) for lv in levels]
         ci_line(
             ax,
