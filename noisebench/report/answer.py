@@ -75,7 +75,7 @@ def middle_level(fr: Frames, setups: list[str]) -> float | None:
     if not shared:
         return None
     inner = [lv for lv in shared if lv < 1] or sorted(shared)
-    return min(inner, key=lambda lv: (abs(lv - 0.5), lv))
+    return min(inner, key=lambda lv: (round(abs(lv - 0.5), 9), lv))
 
 
 def _label(setup: str) -> str:
