@@ -244,10 +244,11 @@ def _stretches(epochs: list[int]) -> list[list[int]]:
     return groups
 
 
-def _sustained(epochs: list[int]) -> list[int]:
-    """The epochs in stretches of at least two consecutive epochs: with a test at every
-    epoch, one lone clear epoch in ten is what chance alone gives at 95 %."""
-    return [e for g in _stretches(epochs) if len(g) >= 2 for e in g]
+def _sustained(epochs: list[int], last: int) -> list[int]:
+    """The epochs in stretches of at least two consecutive epochs, or ending at the last
+    epoch (the last-epoch comparison says the same): with a test at every epoch, one lone
+    clear epoch in ten is what chance alone gives at 95 %."""
+    return [e for g in _stretches(epochs) if len(g) >= 2 or g[-1] == last for e in g]
 
 
 def compare_best(fr: Frames, a: str, b: str, lv: float) -> Finding | None:
@@ -258,7 +259,10 @@ def compare_best(fr: Frames, a: str, b: str, lv: float) -> Finding | None:
     va = fr.at_epoch(a, lv, "test_acc", pa.epoch)
     vb = fr.at_epoch(b, lv, "test_acc", pb.epoch)
     d = paired(va, vb, _n_test(fr))
-    values = f"{acc(pa.value)} (epoch {pa.epoch}) against {acc(pb.value)} (epoch {pb.epoch})"
+    values = (
+        f"{acc(pa.value)} under {a} (epoch {pa.epoch}) against {acc(pb.value)} under {b} "
+        f"(epoch {pb.epoch})"
+    )
     if d.clear:
         worse = a if d.mean < 0 else b
         text = f"Stopped at each setup's best epoch, {worse} still costs more: {values}."
@@ -297,13 +301,7 @@ def memorising(fr: Frames, setup: str, lv: float) -> Finding | None:
     last = int(table.columns[-1])
     rise = paired(table[last], table[p.epoch])
     at_peak, at_last = float(table[p.epoch].mean()), float(table[last].mean())
-    if p.epoch == last:
-        text = (
-            f"Under {setup} at X = {x(lv)}, the network predicts the wrong training label for "
-            f"{acc(at_last)} of the images whose label was changed (chance: {acc(fr.chance)})."
-        )
-        holds = True
-    elif rise.clear and rise.mean > 0:
+    if p.epoch != last and rise.clear and rise.mean > 0:
         text = (
             f"Under {setup} at X = {x(lv)}, the network memorises the noisy labels after its "
             f"peak: of the training images whose label was changed, it predicts that wrong "
@@ -315,6 +313,12 @@ def memorising(fr: Frames, setup: str, lv: float) -> Finding | None:
             f"Under {setup} at X = {x(lv)}, the network has not memorised the noisy labels: it "
             f"predicts the wrong training label for {acc(at_last)} of the images whose label "
             f"was changed, no more than a random guess ({acc(fr.chance)})."
+        )
+        holds = True
+    elif p.epoch == last:
+        text = (
+            f"Under {setup} at X = {x(lv)}, the network predicts the wrong training label for "
+            f"{acc(at_last)} of the images whose label was changed (chance: {acc(fr.chance)})."
         )
         holds = True
     else:
@@ -345,9 +349,9 @@ def compare_over_epochs(fr: Frames, a: str, b: str, lv: float) -> Finding | None
         return None
     n_test = _n_test(fr)
     sign = {e: paired(ta[e], tb[e], n_test).sign for e in epochs}
-    a_worse = _sustained([e for e in epochs if sign[e] < 0])
-    b_worse = _sustained([e for e in epochs if sign[e] > 0])
     last = epochs[-1]
+    a_worse = _sustained([e for e in epochs if sign[e] < 0], last)
+    b_worse = _sustained([e for e in epochs if sign[e] > 0], last)
     where = f"at X = {x(lv)}"
     if a_worse and b_worse:
         text = (
