@@ -105,19 +105,27 @@ def data_scope(fr: Frames) -> Finding:
 
 def training_scope(fr: Frames) -> Finding:
     n = len(fr.seeds)
-    text = (
-        f"It trained every setup and level with {count(n, 'seed')} for {fr.epochs} epochs; "
-        f"a number below is after epoch {fr.epochs} unless it names another epoch."
-    )
+    cap = fr.study.train.epochs
+    if fr.epochs < cap:
+        text = (
+            f"It trained every setup and level with {count(n, 'seed')}; each run stopped at its "
+            f"own epoch, at most {fr.epochs} of the {cap} allowed, and a number below is after "
+            "each run's last epoch unless it names another."
+        )
+    else:
+        text = (
+            f"It trained every setup and level with {count(n, 'seed')} for {fr.epochs} epochs; "
+            f"a number below is after epoch {fr.epochs} unless it names another epoch."
+        )
     return Finding("length", text, True, "the runs' stored epochs", _scope(fr), "table", 99)
 
 
 def definitions(fr: Frames) -> list[Finding]:
     out = []
     for i, s in enumerate(fr.study.setups):
-        if not fr.levels(s.name):
-            continue
-        text = f"{_label(s.name)} {noise_words(s.noise, s.params, fr.num_classes)}."
+        if not [lv for lv in fr.levels(s.name) if lv > 0]:
+            continue  # only its clean baseline: no noise to describe
+        text = f"Under {s.name}, {noise_words(s.noise, s.params, fr.num_classes)}."
         out.append(Finding(f"define-{s.name}", text, True, "the study", _scope(fr), None, 98 - i))
     return out[:4]
 

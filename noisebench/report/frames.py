@@ -113,6 +113,16 @@ class Frames:
             out.setdefault((setup, float(level)), {})[run_id] = series.get(run_id, {})
         return out
 
+    def train_size(self, setup: str, level: float) -> str:
+        """The training-set size of the runs shown at (setup, level), as the table writes it."""
+        cell = self.shown[(self.shown.setup == setup) & (self.shown.level == level)]
+        sizes = self.runs[self.runs.run_id.isin(cell.run_id)].train_size
+        known = {int(n) for n in sizes if n is not None and not _nan(n)}
+        if not known:
+            whole = self.meta.get("train_size")
+            return f"{int(whole):,}" if whole else "all"
+        return ", ".join(f"{n:,}" for n in sorted(known))
+
     def after_training(self, setup: str, level: float, metric: str) -> pd.Series:
         """Per-seed value of a metric measured once after training (epoch 0); index: seed."""
         cell = self.shown[(self.shown.setup == setup) & (self.shown.level == level)]

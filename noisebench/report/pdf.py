@@ -112,6 +112,8 @@ def write_pdf(c: Content, path: Path) -> Path:
     rows = [[_p(h, st["cell"]) for h in c.table_head]]
     rows += [[_p(v, st["cell"]) for v in row] for row in c.table_rows]
     col = [0.14, 0.07, 0.15, 0.08, 0.15, 0.15, 0.14, 0.07]
+    if len(c.table_head) > len(col):  # a training-size column after X
+        col = [0.13, 0.06, 0.09, 0.13, 0.07, 0.13, 0.13, 0.12, 0.06]
     tbl = Table(rows, colWidths=[f * width for f in col], repeatRows=1)
     tbl.setStyle(
         TableStyle(

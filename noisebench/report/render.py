@@ -188,6 +188,9 @@ def table(frames: Frames) -> tuple[list[str], list[list[str]], str]:
         "train accuracy (%)*",
         "seeds",
     ]
+    sizes = frames.runs.train_size.notna().any()
+    if sizes:
+        head.insert(2, "training images")
     rows = []
     for setup in frames.setups:
         for lv in frames.levels(setup):
@@ -207,20 +210,42 @@ def table(frames: Frames) -> tuple[list[str], list[list[str]], str]:
                     str(len(last)),
                 ]
             )
+            if sizes:
+                rows[-1].insert(2, frames.train_size(setup, lv))
     seeds = len(frames.seeds)
     spread = (
         "Mean ± half-width of the 95 % t-interval over seeds. "
         if seeds > 1
         else "One seed: single values, no intervals. "
     )
+    noises = [frames.noise_of(s) or "" for s in frames.setups]
+    trained_on = [
+        what
+        for kind, what in (
+            ("labels.", "the noisy labels under label noise"),
+            ("pixels.", "the noisy images under pixel noise"),
+        )
+        if any(n.startswith(kind) for n in noises)
+    ]
+    last = (
+        f"Last epoch: epoch {frames.epochs}. "
+        if frames.epochs >= frames.study.train.epochs
+        else "Last epoch: each run's own last epoch (runs stop early). "
+    )
     note = (
         spread
         + "Best epoch: the epoch at which the mean test-accuracy curve peaks; the best-epoch "
-        f"column is the accuracy at that epoch. Last epoch: epoch {frames.epochs}. "
-        f"Cross-entropy of a uniform guess: ln {frames.num_classes} = "
+        + "column is the accuracy at that epoch. "
+        + last
+        + f"Cross-entropy of a uniform guess: ln {frames.num_classes} = "
         f"{math.log(frames.num_classes):.3f} nats; chance accuracy {frames.chance * 100:.1f} %. "
-        "*Train accuracy is measured against what the model trained on: the noisy labels "
-        "under label noise, the noisy images under pixel noise."
+        + (
+            "*Train accuracy is measured against what the model trained on: "
+            + " and ".join(trained_on)
+            + "."
+            if trained_on
+            else "*Train accuracy: against the training labels."
+        )
     )
     return head, rows, note
 

@@ -90,32 +90,32 @@ def has_ci(*ests: Estimate) -> bool:
 
 # --- noises in words ----------------------------------------------------------------------
 def noise_words(noise: str | None, params: dict, classes: int) -> str:
-    """What a noise does to the training data at level X, in plain words."""
+    """What a noise does to the training data at level X, as a clause: 'X % of ...'."""
     values = params.get("values", "data")
     said = {
         "labels.uniform": (
-            f"gives X % of the training images a new label drawn at random from the {classes}"
-            " classes (sometimes the true one again), once before training"
+            f"X % of the training images get a new label drawn at random from the {classes} "
+            "classes (sometimes the true one again), once before training"
         ),
-        "labels.shuffle": "shuffles the labels of X % of the training images among themselves",
-        "labels.pairflip": "moves X % of the training images to one fixed other class",
-        "labels.matrix": "relabels X % of the training images by a class-to-class table",
+        "labels.shuffle": "the labels of X % of the training images are shuffled among them",
+        "labels.pairflip": "X % of the training images are moved to one fixed other class",
+        "labels.matrix": "X % of the training images are relabelled by a class-to-class table",
         "labels.feature": (
-            "gives the X % of training images a reference model finds most confusing "
-            "that model's wrong guess"
+            "the X % of training images a reference model finds most confusing get that "
+            "model's wrong guess as their label"
         ),
-        "labels.dilution": "adds X noisy copies with random labels per clean training image",
+        "labels.dilution": "X noisy copies with random labels are added per clean image",
         "pixels.replace": (
-            "replaces X % of each training image's pixels, redrawn at every step, with "
+            "X % of each training image's pixels are replaced, anew at every step, by "
             + (
                 "values drawn from the training images' own pixels"
                 if values == "data"
                 else "uniformly random values"
             )
         ),
-        "pixels.gaussian": "adds Gaussian noise to X % of each training image's pixels",
-        "pixels.saltpepper": "sets X % of each training image's pixels to black or white",
-        "pixels.shuffle": "shuffles X % of each training image's pixel positions",
-        "images.random": "replaces X % of the training images whole by random noise",
+        "pixels.gaussian": "X % of each training image's pixels get added Gaussian noise",
+        "pixels.saltpepper": "X % of each training image's pixels are set to black or white",
+        "pixels.shuffle": "X % of each training image's pixel positions are shuffled",
+        "images.random": "X % of the training images are replaced whole by random noise",
     }
-    return said.get(noise or "", f"applies {noise} at level X")
+    return said.get(noise or "", f"the noise {noise} is applied at level X")
