@@ -571,19 +571,19 @@ def summary(fr: Frames) -> list[Finding]:
         if pixels:
             found += pixel_background(fr, pixels[0], lv)
     found += no_information(fr)
-    found.append(intervals(fr))
-    return capped(ordered(found))
+    # what the intervals leave out closes the Summary, whatever else is cut for length
+    return capped(ordered(found), MOST_SENTENCES - 1) + [intervals(fr)]
 
 
 MOST_SENTENCES = 20
 
 
-def capped(findings: list[Finding]) -> list[Finding]:
-    """The most important findings that fit in MOST_SENTENCES sentences."""
+def capped(findings: list[Finding], most: int) -> list[Finding]:
+    """The most important findings that fit in `most` sentences."""
     kept, sentences = [], 0
     for f in findings:
         n = f.text.count(". ") + 1
-        if sentences + n <= MOST_SENTENCES:
+        if sentences + n <= most:
             kept.append(f)
             sentences += n
     return kept
