@@ -503,3 +503,14 @@ def test_pdf_pages_are_complete_and_none_is_blank(cli_report, tmp_path):
         pixels = mpimg.imread(image)[..., :3]
         body = pixels[: int(len(pixels) * 0.9)]  # above the footer
         assert (body.min(axis=-1) < 0.8).mean() > 0.01, f"{image.name} is blank"
+
+
+def test_background_share_is_measured_on_the_whole_training_set(study_dir):
+    """Share of the training set's pixels that are exactly 0: about 81 % of MNIST digits."""
+    from noisebench.data import load_dataset
+
+    with Store.open_existing(study_dir, readonly=True) as store:
+        stored = store.meta()["background_share"]
+    train = load_dataset("mnist-sample").train_x
+    assert stored == pytest.approx(float((train == 0).float().mean()), abs=1e-9)
+    assert 0.75 < stored < 0.85
