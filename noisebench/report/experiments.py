@@ -105,8 +105,14 @@ def memorisation_section(data: ReportData, folder: Path) -> Section | None:
         "Fitting random labels: training accuracy per epoch, per training-set size",
         "Training accuracy on clean inputs, against the labels the network trains on (random "
         "ones under random labels), per epoch; one line per N. A run that reached the target "
-        "stopped and keeps its last value. Dashed: a logistic in the epoch fitted to the mean "
-        "curve, where it fits well. " + spread_note(len(data.study.seeds)),
+        "stopped and keeps its last value. "
+        + (
+            "Dashed: a logistic in the epoch fitted to the mean curve, where it fits well, "
+            "drawn over the epochs measured. "
+            if any(f is not None and f.ok for f in fits.values())
+            else ""
+        )
+        + spread_note(len(data.study.seeds)),
     )
     figures = [curves]
     if len(sr.sizes()) > 1:
