@@ -520,9 +520,9 @@ def intervals(fr: Frames) -> Finding:
     images = f"{n_test:,}" if n_test else "the"
     if len(fr.seeds) >= 2:
         text = (
-            f"Every ± is a 95 % t-interval over the {len(fr.seeds)} seeds, of paired differences "
-            "where two setups are compared; it leaves out the test set's own sampling error, "
-            f"about ±{pts(error)} at 90 % accuracy on {images} images."
+            f"Every ± is a 95 % t-interval over the {len(fr.seeds)} seeds (for a comparison, of "
+            "the per-seed difference); it leaves out the test set's own sampling error, about "
+            f"±{pts(error)} at 90 % accuracy on {images} images."
         )
     else:
         text = (
