@@ -124,10 +124,11 @@ class Results:
         return figure
 
     def explanation(self) -> list[str]:
-        """The generated explanation, as sentences."""
-        from .report import explain
+        """The Summary's sentences, most important first (each a checked finding)."""
+        from .report import explain, read
 
-        return explain(self._report_data())
+        with Store.open_existing(self.directory, readonly=True) as store:
+            return explain(read(store))
 
     def report(self, directory: str | Path | None = None) -> dict[str, Path]:
         """Write report.html/pdf/md and figures/ (into the study directory, or a copy into

@@ -402,7 +402,10 @@ def _write_study(
                 noises = fitted_pixel_noises(study, data)
                 examples = noise_examples(study, data, noises)
                 shares = {name: changed_share(noise, data) for name, noise in noises.items()}
-            store.set_meta(**meta, changed_share=shares, created_at=time.time())
+                background = float((data.train_x == 0).float().mean())
+            store.set_meta(
+                **meta, changed_share=shares, background_share=background, created_at=time.time()
+            )
             for name, images in examples.items():
                 store.put_array("study", f"examples/{name}", images)
         store.add_pending((r.run_id, r.setup, r.noise, r.level, r.seed, r.config) for r in runs)

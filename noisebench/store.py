@@ -334,6 +334,7 @@ class StoredMeta(BaseModel):
     )
     channels: Literal[1, 3] | None = None
     changed_share: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] | None = None
+    background_share: Annotated[float, Field(ge=0.0, le=1.0)] | None = None  # train pixels == 0
     identity: str | None = None
     device: str | None = None
     versions: dict[str, str] | None = None

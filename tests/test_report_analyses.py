@@ -232,7 +232,11 @@ def test_a_study_without_label_noise_has_no_label_sections(tmp_path):
         assert not (out / "figures" / f"{key}.png").exists()
     for key in ("calibration", "robustness"):
         assert f'<h2 id="{key}">' in page
-    assert "one seed, so no CI" in section_html(out, "robustness")
+    assert "one seed: the data cannot tell" in section_html(out, "robustness")
+    # one seed: no confidence interval is mentioned anywhere in the report
+    text = (out / "report.md").read_text()
+    mention = r"\bCIs?\b|confidence interval|t-interval|±(?!ε)"
+    assert not re.search(mention, text), re.findall(rf"[^.]*(?:{mention})[^.]*", text)
 
 
 def test_calibration_words_follow_the_sign_and_say_when_one_seed_cannot_tell():

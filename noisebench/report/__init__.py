@@ -1,10 +1,11 @@
 """The report: figures, a generated explanation and a table, from results.sqlite alone.
 
-`write_report(directory)` reads `directory/results.sqlite` (never the dataset), so it works on
-finished and partly finished studies and can be re-run at any time. It writes report.html
-(self-contained), report.pdf, report.md and figures/*.png + *.svg. Everything is first built
-in a hidden staging folder and only then renamed into place, so a failure leaves the previous
-report (or none) untouched rather than half-written.
+`write_report(directory)` reads `directory/results.sqlite` (never the dataset) once into
+`Frames` (frames.py), so it works on finished and partly finished studies and can be re-run
+at any time. The report opens with the Summary (answer.py): a list of checked Findings.
+It writes report.html (self-contained), report.pdf, report.md and figures/*.png + *.svg.
+Everything is first built in a hidden staging folder and only then renamed into place, so a
+failure leaves the previous report (or none) untouched rather than half-written.
 """
 
 from __future__ import annotations
@@ -16,14 +17,21 @@ from pathlib import Path
 
 from ..errors import NoisebenchError
 from ..store import Store
+from .answer import summary
 from .data import ReportData, load
 from .figures import make_figures, styled
-from .narrative import explain, paragraphs
+from .frames import Frames, read
 from .pdf import write_pdf
 from .render import content, write_html, write_markdown
-from .sections import Section, SectionBuilder
+from .sections import LegacyBuilder, Section, SectionBuilder
 
-__all__ = ["ReportData", "explain", "load", "paragraphs", "write_report"]
+__all__ = ["Frames", "ReportData", "explain", "load", "read", "write_report"]
+
+
+def explain(frames: Frames) -> list[str]:
+    """The Summary's sentences, most important first."""
+    return [finding.text for finding in summary(frames)]
+
 
 NAMES = {"html": "report.html", "pdf": "report.pdf", "md": "report.md"}
 
@@ -33,14 +41,15 @@ def write_report(directory: str | Path) -> dict[str, Path]:
     directory = Path(directory)
     with Store.open_existing(directory, readonly=True) as store:
         data = load(store, directory)
+        frames = data.frames
     try:
         stage = Path(tempfile.mkdtemp(prefix=".report-", dir=directory))
     except OSError as exc:
         raise NoisebenchError(f"cannot write the report into {directory}: {exc.strerror}") from None
     try:
         figures = make_figures(data, stage / "figures")
-        extra = sections(data, stage / "figures")
-        c = content(data, paragraphs(data), figures, extra)
+        extra = sections(frames, data, stage / "figures")
+        c = content(data, frames, summary(frames), figures, extra)
         write_html(c, stage / NAMES["html"])
         write_markdown(c, stage / NAMES["md"])
         write_pdf(c, stage / NAMES["pdf"])
@@ -50,28 +59,29 @@ def write_report(directory: str | Path) -> dict[str, Path]:
     return {key: directory / name for key, name in NAMES.items()}
 
 
-def builders() -> list[SectionBuilder]:
-    """The section builders: the analyses, then the experiments (when that module exists)."""
-    from .analyses import SECTIONS
-
-    found = list(SECTIONS)
-    try:
-        from .experiments import SECTIONS as more
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__name__}.experiments":
-            raise
-        more = []
-    return found + list(more)
+# New sections: one module each, `section(frames, folder) -> Section | None` (sections.py).
+SECTIONS: list[SectionBuilder] = []
 
 
-def sections(data: ReportData, folder: Path) -> list[Section]:
+def builders(data: ReportData) -> list[SectionBuilder]:
+    """The section builders in report order: the older ones (on ReportData), then SECTIONS."""
+    from .analyses import SECTIONS as MEASURED
+    from .experiments import SECTIONS as EXPERIMENTS
+
+    def on_frames(build: LegacyBuilder) -> SectionBuilder:
+        return lambda frames, folder: build(data, folder)
+
+    return [on_frames(b) for b in (*MEASURED, *EXPERIMENTS)] + SECTIONS
+
+
+def sections(frames: Frames, data: ReportData, folder: Path) -> list[Section]:
     """Every section that has data, its figures drawn into `folder` under the report style."""
-    if not data.stats:
+    if frames.shown.empty:
         return []
     folder.mkdir(parents=True, exist_ok=True)
     out: list[Section] = []
-    for build in builders():
-        section = styled(lambda build=build: build(data, folder))()
+    for build in builders(data):
+        section = styled(lambda build=build: build(frames, folder))()
         if section is None:
             continue
         names = {f.name for s in out for f in s.figures} | {s.key for s in out}

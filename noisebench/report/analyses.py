@@ -17,6 +17,7 @@ from .analysis_text import (
     _finite,
     _ties,
     calibration_sentences,
+    corrupted_share,
     crossings_sentence,
     issues_sentences,
     listing,
@@ -24,15 +25,15 @@ from .analysis_text import (
     others_sentence,
     overtakes,
     pct,
+    random_labels,
     robustness_sentences,
     versus,
 )
 from .data import ReportData, SetupInfo
+from .figures import spread_note
 from .measured import Measured, counts_copies, level_text, middle, spread
-from .sections import Section, SectionBuilder, save_figure
+from .sections import LegacyBuilder, Section, save_figure
 from .words import acc
-
-CI = "Lines: mean over seeds; bands: 95 % confidence interval."
 
 
 def _label_setups(data: ReportData, m: Measured, name: str) -> list[SetupInfo]:
@@ -50,10 +51,11 @@ def memorisation_section(data: ReportData, folder: Path) -> Section | None:
     for s in setups:
         for lv in shown[s.name]:
             noisy, true = (m.per_epoch(s.name, lv, n) for n in ("fit_noisy", "fit_true"))
-            crossings[(s.name, lv)] = overtakes(noisy, true)
+            crossings[(s.name, lv)] = None if random_labels(s, lv) else overtakes(noisy, true)
     texts = []
     for s in setups if len(setups) <= 2 else setups[:1]:
-        top = shown[s.name][-1]
+        informative = [lv for lv in shown[s.name] if not random_labels(s, lv)]
+        top = (informative or shown[s.name])[-1]
         texts.append(memorised(m, s, top, crossings[(s.name, top)]))
         if len(shown[s.name]) > 1:
             texts.append(crossings_sentence(m, s, shown[s.name], crossings))
@@ -71,7 +73,8 @@ def memorisation_section(data: ReportData, folder: Path) -> Section | None:
         "Per label-noise setup and level: of the watched training examples whose label was "
         "corrupted, the share the network predicts as their noisy (trained-on) label and as "
         "their true label, and the accuracy on the uncorrupted ones, per epoch (clean inputs). "
-        f"A dotted line marks the first epoch at which the noisy label wins. {CI}",
+        "A dotted line marks the first epoch at which the noisy label wins. "
+        + spread_note(len(data.study.seeds)),
     )
     return Section(
         "fitting-noise",
@@ -107,8 +110,14 @@ def calibration_section(data: ReportData, folder: Path) -> Section | None:
         "Calibration: confidence against accuracy",
         "After the last epoch, on the test set: left, mean confidence (max softmax); middle, "
         "mean confidence minus accuracy (above zero: over-confident); right, expected "
-        "calibration error (15 equal-width confidence bins). One line per setup; setups whose "
-        f"level counts noisy copies sit at their share of noisy examples, k / (k + 1). {CI}",
+        "calibration error (15 equal-width confidence bins). One line per setup. "
+        + (
+            "Setups whose level counts noisy copies sit at their share of noisy examples, "
+            "k / (k + 1). "
+            if any(counts_copies(s.noise) for s in setups)
+            else ""
+        )
+        + spread_note(len(data.study.seeds)),
     )
     return Section("calibration", "Calibration: does confidence match accuracy?", texts, [figure])
 
@@ -151,7 +160,7 @@ def robustness_section(data: ReportData, folder: Path) -> Section | None:
         "[0, 1]) moves by ε along the sign of the loss gradient (FGSM, solid) or along random "
         "signs (dashed), for the clean baseline and two "
         f"noise levels per setup; ε = 0 is the unperturbed accuracy. The dotted line marks ε = "
-        f"{mid:g}, compared in the text. {CI}",
+        f"{mid:g}, compared in the text. " + spread_note(len(data.study.seeds)),
     )
     return Section("robustness", "Robustness: adversarial vs random perturbations", texts, [figure])
 
@@ -167,19 +176,33 @@ def issues_section(data: ReportData, folder: Path) -> Section | None:
     def series(s: SetupInfo, name: str):
         return [(lv, m.final(s.name, lv, name)) for lv in m.levels(s.name, name) if lv > 0]
 
+    def base_rate(s: SetupInfo):
+        levels = m.levels(s.name, "issues_precision")
+        return [(lv, corrupted_share(m, s, lv)) for lv in levels if lv > 0]
+
     figure = save_figure(
-        figs.label_issues(data, setups, series),
+        figs.label_issues(data, setups, series, base_rate),
         folder,
         "label-issues",
         "Finding the wrong labels by the model's own confidence",
         "After training, cleanlab's find_label_issues (prune_by_noise_rate) flags training "
         "examples from the model's own probabilities on them; precision and recall are "
         "against the labels the noise corrupted, "
-        f"precision@k over the k least trusted examples, k = the number corrupted. {CI}",
+        "precision@k over the k least trusted examples, k = the number corrupted. Dotted: the "
+        "base rate, the share of training labels the noise changed (the precision of a random "
+        "pick). " + spread_note(len(data.study.seeds)),
     )
-    head = ["setup", "level", "precision (%)", "recall (%)", "precision@k (%)", "flagged (%)"]
+    head = [
+        "setup",
+        "level",
+        "labels changed (%)",
+        "precision (%)",
+        "recall (%)",
+        "precision@k (%)",
+        "flagged (%)",
+    ]
     rows = [
-        [s.name, level_text(s, lv).removeprefix("X = ")]
+        [s.name, level_text(s, lv).removeprefix("X = "), corrupted_share(m, s, lv).fmt(100, 1)]
         + [m.final(s.name, lv, n).fmt(100, 1) for n in ISSUES]
         for s in setups
         for lv in m.levels(s.name, ISSUES[0])
@@ -242,7 +265,7 @@ def ranking_section(data: ReportData, folder: Path) -> Section | None:
     return Section("setup-ranking", "Which noise costs the most accuracy", texts, [figure])
 
 
-SECTIONS: list[SectionBuilder] = [
+SECTIONS: list[LegacyBuilder] = [
     ranking_section,
     memorisation_section,
     calibration_section,

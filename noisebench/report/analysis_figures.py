@@ -18,7 +18,6 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from ..summary import Estimate  # noqa: E402
 from .data import ReportData, SetupInfo  # noqa: E402
-from .figures import MANY_SETUPS, _band, ci_line, dodge  # noqa: E402
 from .measured import (  # noqa: E402
     Measured,
     counts_copies,
@@ -26,6 +25,7 @@ from .measured import (  # noqa: E402
     unperturbed,
     x_share,
 )
+from .plots import MANY_SETUPS, band, ci_line, dodge, panels  # noqa: E402
 from .style import level_colour, setup_colour, setup_line  # noqa: E402
 
 FITS = {
@@ -33,26 +33,6 @@ FITS = {
     "fit_true": ("#0072B2", "corrupted examples predicted as their true label"),
     "fit_clean": ("#009E73", "uncorrupted examples predicted as their label"),
 }
-
-
-def _grid(n: int, width: float, height: float, cols: int | None = None):
-    cols = cols or (min(n, 2) if n <= 4 else 3)
-    rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(
-        rows,
-        cols,
-        figsize=(width * cols + 0.6, height * rows + 0.7),
-        layout="constrained",
-        squeeze=False,
-        sharex=True,
-        sharey=True,
-    )
-    flat = list(axes.flat)
-    for ax in flat[n:]:
-        ax.set_visible(False)
-    for ax in flat[:n]:
-        ax.tick_params(labelbottom=True, labelleft=True)
-    return fig, flat[:n]
 
 
 def _level_colour(setup: SetupInfo, level: float):
@@ -81,7 +61,7 @@ def memorisation(
             for name, (colour, _) in FITS.items():
                 ests = m.per_epoch(setup.name, lv, name)
                 dots = {"marker": "."} if len(ests) <= 20 else {}
-                _band(ax, np.arange(1, len(ests) + 1), ests, 100, colour, "", **dots)
+                band(ax, np.arange(1, len(ests) + 1), ests, colour, **dots)
             cross = crossings.get((setup.name, lv))
             if cross:
                 ax.axvline(cross, color="0.35", linestyle=":", linewidth=1)
@@ -166,7 +146,7 @@ def robustness(
 ) -> Figure:
     """Per setup: test accuracy against eps under FGSM (solid) and random signs (dashed)."""
     setups = [s for s in data.setups if s.name in shown]
-    fig, axes = _grid(len(setups), 3.3, 2.5)
+    fig, axes = panels(len(setups), 3.3, 2.5, None if len(setups) <= 4 else 3, shared=True)
     seen: dict[tuple[bool, float], str] = {}
     for ax, setup in zip(axes, setups, strict=True):
         for lv in shown[setup.name]:
@@ -174,7 +154,7 @@ def robustness(
             colour = _level_colour(setup, lv)
             for kind, style in (("fgsm", "-"), ("randsign", "--")):
                 ests = [clean] + [m.final(setup.name, lv, f"{kind}@{e:g}") for e in eps]
-                _band(ax, [0, *eps], ests, 100, colour, "", 0.1, linestyle=style, marker=".")
+                band(ax, [0, *eps], ests, colour, alpha=0.1, linestyle=style, marker=".")
             copies = counts_copies(setup.noise) and lv > 0
             seen[(copies, lv)] = level_short(setup, lv) if lv > 0 else "clean (X = 0)"
         ax.axvline(middle, color="0.6", linewidth=0.8, linestyle=":")
@@ -196,8 +176,9 @@ def robustness(
     return fig
 
 
-def label_issues(data: ReportData, setups: list[SetupInfo], series) -> Figure:
-    """Precision, recall and precision@k of flagging by self-confidence, against X."""
+def label_issues(data: ReportData, setups: list[SetupInfo], series, base_rate) -> Figure:
+    """Precision, recall and precision@k of flagging by self-confidence, against X; the
+    precision panels draw each setup's base rate (the share of labels changed) dotted."""
     fig, axes = plt.subplots(1, 3, figsize=(11.0, 3.4), layout="constrained", sharey=True)
     for ax, name, title in (
         (axes[0], "issues_precision", "precision: flagged that are corrupted"),
@@ -205,6 +186,16 @@ def label_issues(data: ReportData, setups: list[SetupInfo], series) -> Figure:
         (axes[2], "issues_precision_at_k", "precision@k (k = corrupted count)"),
     ):
         _vs_level(ax, setups, lambda s, name=name: series(s, name), len(setups) > MANY_SETUPS)
+        if name != "issues_recall":
+            for s in setups:
+                points = base_rate(s)
+                ax.plot(
+                    [x_share(s, lv) for lv, _ in points],
+                    [e.mean * 100 for _, e in points],
+                    color=setup_colour(s),
+                    linestyle=":",
+                    linewidth=1,
+                )
         ax.set_title(title, fontsize=9)
         ax.set_ylim(0, 100)
         ax.tick_params(labelleft=True)

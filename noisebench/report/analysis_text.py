@@ -10,7 +10,7 @@ import math
 
 from ..summary import Estimate, estimate
 from .data import ReportData, SetupInfo
-from .measured import Measured, counts_copies, level_text, middle, unperturbed
+from .measured import Measured, counts_copies, level_text, middle, unperturbed, x_share
 from .words import acc, has_ci
 
 
@@ -30,7 +30,7 @@ def signed(e: Estimate) -> str:
 
 def versus(a: Estimate, b: Estimate) -> str:
     if not has_ci(a, b):
-        return "one seed, so no CI: uncertain"
+        return "one seed: the data cannot tell"
     return "not distinguishable: the 95 % CIs overlap" if a.overlaps(b) else "95 % CIs separate"
 
 
@@ -50,7 +50,8 @@ def _finite(e: Estimate) -> bool:
     return math.isfinite(e.mean)
 
 
-UNSURE = ("not distinguishable", "uncertain with one seed (no CI)")
+BY_CI = {True: " (95 % CIs)", False: ""}  # how a comparison was judged: seeds, or one seed
+UNSURE = ("not distinguishable", "not told apart with one seed")
 
 
 def against(e: Estimate, base: Estimate, above: str, below: str) -> str:
@@ -84,11 +85,17 @@ def _named(s: SetupInfo, lv: float, shared: str) -> str:
 
 # --- memorisation ----------------------------------------------------------------------------
 def overtakes(noisy: list[Estimate], true: list[Estimate]) -> int | None:
-    """First epoch (1-based) at which the mean fit_noisy exceeds the mean fit_true."""
-    for epoch, (n, t) in enumerate(zip(noisy, true, strict=False), 1):
-        if _finite(n) and _finite(t) and n.mean > t.mean:
-            return epoch
-    return None
+    """First epoch (1-based) from which the mean fit_noisy exceeds the mean fit_true at every
+    later epoch measured (None: the true label still wins at some later epoch)."""
+    both = [
+        (epoch, n.mean > t.mean)
+        for epoch, (n, t) in enumerate(zip(noisy, true, strict=False), 1)
+        if _finite(n) and _finite(t)
+    ]
+    first = None
+    for epoch, ahead in both:
+        first = (first or epoch) if ahead else None
+    return first
 
 
 def _last(ests: list[Estimate]) -> tuple[int, Estimate]:
@@ -97,6 +104,11 @@ def _last(ests: list[Estimate]) -> tuple[int, Estimate]:
         if _finite(ests[epoch - 1]):
             return epoch, ests[epoch - 1]
     return 0, Estimate(math.nan, math.nan, 0)
+
+
+def random_labels(setup: SetupInfo, lv: float) -> bool:
+    """Every training label redrawn or shuffled: they carry no information about the image."""
+    return x_share(setup, lv) >= 100 and setup.noise in ("labels.uniform", "labels.shuffle")
 
 
 def memorised(m: Measured, setup: SetupInfo, lv: float, cross: int | None) -> str | None:
@@ -108,6 +120,13 @@ def memorised(m: Measured, setup: SetupInfo, lv: float, cross: int | None) -> st
     t_last = true[last - 1]
     peak = max(range(last), key=lambda i: true[i].mean if _finite(true[i]) else -1)
     where = f"Under {setup.name} at {level_text(setup, lv)}"
+    if random_labels(setup, lv):
+        return (
+            f"{where} the labels carry no information about the images, so there is no true "
+            f"pattern to fit: by the last epoch ({last}) the network predicts the given random "
+            f"label for {pct(n_last)} of the training examples whose label changed and their "
+            f"original one for {pct(t_last)}, against {acc(m.data.chance)} by guessing."
+        )
     end = (
         f"by the last epoch ({last}) the noisy label wins for {pct(n_last)} of them and the true "
         f"one for {pct(t_last)} ({versus(n_last, t_last)})"
@@ -135,7 +154,11 @@ def memorised(m: Measured, setup: SetupInfo, lv: float, cross: int | None) -> st
 
 
 def crossings_sentence(m: Measured, setup: SetupInfo, levels: list[float], crossings) -> str:
-    """At which epoch the noisy label overtakes the true one, level by level."""
+    """At which epoch the noisy label overtakes the true one, level by level (not where the
+    labels are all random: there is no true one to overtake)."""
+    levels = [lv for lv in levels if not random_labels(setup, lv)]
+    if not levels:
+        return ""
     crossed = [lv for lv in levels if crossings[(setup.name, lv)]]
     never = [lv for lv in levels if not crossings[(setup.name, lv)]]
     ends = {lv: _last(m.per_epoch(setup.name, lv, "fit_noisy")) for lv in levels}
@@ -237,7 +260,8 @@ def calibration_sentences(data: ReportData, m: Measured, setups: list[SetupInfo]
         out.append(
             f"Trained on {what} at {at}, the models {verdict}: confidence minus accuracy is "
             f"{listing(items, 6)}; against the clean baseline's {signed(b_gap)} that is "
-            f"{grouped(groups) if len(groups) > 1 else groups[0][0]} (95 % CIs)."
+            f"{grouped(groups) if len(groups) > 1 else groups[0][0]}"
+            f"{BY_CI[len(data.study.seeds) > 1]}."
         )
     if everything:
         at = _shared_level(everything)
@@ -247,8 +271,8 @@ def calibration_sentences(data: ReportData, m: Measured, setups: list[SetupInfo]
             for e in [m.final(s.name, lv, "test_ece")]
         ]
         out.append(
-            f"Against the clean baseline's {pct(b_ece)}, the ECE at {at} is {grouped(eces)} "
-            "(95 % CIs)."
+            f"Against the clean baseline's {pct(b_ece)}, the ECE at {at} is {grouped(eces)}"
+            f"{BY_CI[len(data.study.seeds) > 1]}."
         )
     return out
 
@@ -294,7 +318,8 @@ def robustness_sentences(data: ReportData, m: Measured, eps: float) -> list[str]
         text = grouped(answers)
         out.append(
             f"{question} {text[0].upper() + text[1:]}: accuracy under FGSM at ε = {eps:g} after "
-            f"training at {at}, against the clean baseline's {pct(b_fgsm)} (95 % CIs)."
+            f"training at {at}, against the clean baseline's {pct(b_fgsm)}"
+            f"{BY_CI[len(data.study.seeds) > 1]}."
         )
     return out
 
@@ -332,10 +357,14 @@ def issues_sentences(data: ReportData, m: Measured, setups: list[SetupInfo]) -> 
         )
         if len(levels) > 1 and len(setups) == 1:
             lo, hi = levels[0], levels[-1]
+            b_lo, b_hi = corrupted_share(m, s, lo), corrupted_share(m, s, hi)
             parts = [
-                f"{what} from {pct(m.final(s.name, lo, n))} to {pct(m.final(s.name, hi, n))} "
-                f"({versus(m.final(s.name, lo, n), m.final(s.name, hi, n))})"
-                for what, n in (("precision", ISSUES[0]), ("recall", ISSUES[1]))
+                f"precision from {pct(m.final(s.name, lo, ISSUES[0]))} (base rate "
+                f"{acc(b_lo.mean)}) to {pct(m.final(s.name, hi, ISSUES[0]))} (base rate "
+                f"{acc(b_hi.mean)})",
+                f"recall from {pct(m.final(s.name, lo, ISSUES[1]))} to "
+                f"{pct(m.final(s.name, hi, ISSUES[1]))} "
+                f"({versus(m.final(s.name, lo, ISSUES[1]), m.final(s.name, hi, ISSUES[1]))})",
             ]
             out.append(
                 f"From {level_text(s, lo)} to {level_text(s, hi)}, {s.name} moves "

@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from ..errors import NoisebenchError, StudyError
 from ..noise import LabelNoise, PixelNoise, make_noise
 from ..store import Store
-from ..study import CLEAN, Setup, Study
-from ..summary import Estimate, curves, estimate
+from ..study import Setup, Study
+from ..summary import Estimate, estimate
+from .frames import Frames, read
 
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "test_conf")
 
@@ -43,9 +45,9 @@ class LevelStats:
     seeds: int
     final: dict[str, Estimate]  # metric -> final-epoch estimate
     epochs: dict[str, list[Estimate]]  # metric -> one estimate per epoch
-    best_acc: Estimate  # each seed's best test accuracy over epochs
-    best_epoch: float  # mean epoch (1-based) at which the best was reached
-    drop: Estimate  # best minus final test accuracy, per seed
+    best_acc: Estimate  # test accuracy at the best epoch, over seeds
+    best_epoch: float  # the epoch (1-based) at which the mean test-accuracy curve peaks
+    drop: Estimate  # accuracy at the best epoch minus the last epoch's, per seed
     curves: dict[str, np.ndarray] = field(default_factory=dict)  # metric -> [seeds, epochs]
 
 
@@ -79,10 +81,8 @@ class ReportData:
     examples: dict[str, np.ndarray] = field(default_factory=dict)
     pack_walls: list[float] = field(default_factory=list)
     epoch_wall_s: float = 0.0
-    # named metrics (store.metrics()): per epoch, and after training as epoch 0
-    metrics: list[dict[str, Any]] = field(default_factory=list)
-    # the epochs table (store.epochs()): one row per run × epoch, every training-set size
-    epoch_rows: list[dict[str, Any]] = field(default_factory=list)
+    # the store's one reading (frames.py): every reader of the sections starts from it
+    frames: Frames | None = None
 
     @property
     def num_classes(self) -> int:
@@ -145,6 +145,17 @@ def _last_finite(row: np.ndarray) -> float:
     return float(finite[-1]) if finite.size else float("nan")
 
 
+def _slot(runs: dict[str, dict[str, dict[int, float]]]) -> dict[str, list[list[float]]]:
+    """metric -> one list per run of its values at epochs 1 … its last epoch."""
+    slot: dict[str, list[list[float]]] = {m: [] for m in METRICS}
+    for series in runs.values():
+        last = max((e for e in series.get("test_acc", {}) if e >= 1), default=0)
+        for m in METRICS:
+            by_epoch = series.get(m, {})
+            slot[m].append([by_epoch.get(e, float("nan")) for e in range(1, last + 1)])
+    return slot
+
+
 def level_stats(slot: dict[str, list[list[float]]]) -> LevelStats:
     """Estimates over seeds for one setup × level from its per-seed per-epoch curves."""
     arrays = {m: _padded(slot[m]) for m in METRICS}  # NULL (a NaN in SQLite) becomes NaN
@@ -156,21 +167,21 @@ def level_stats(slot: dict[str, list[list[float]]]) -> LevelStats:
     per_epoch = {
         m: [estimate(list(arrays[m][:, e])) for e in range(arrays[m].shape[1])] for m in METRICS
     }
-    acc = arrays["test_acc"]
-    bests, best_epochs, drops = [], [], []
-    for row in acc:
-        if not np.isfinite(row).any():
-            continue
-        i = int(np.nanargmax(row))
-        bests.append(float(row[i]))
-        best_epochs.append(i + 1)
-        drops.append(float(row[i]) - _last_finite(row))
+    # the best epoch is the mean curve's peak (as in the main table), the same for every seed
+    acc = pd.DataFrame(arrays["test_acc"]).ffill(axis=1).to_numpy()
+    bests, drops, best_epoch = [], [], float("nan")
+    if np.isfinite(acc).any():
+        i = int(np.nanargmax(np.nanmean(acc, axis=0)))
+        best_epoch = float(i + 1)
+        kept = [row for row in acc if np.isfinite(row[i])]
+        bests = [float(row[i]) for row in kept]
+        drops = [float(row[i]) - _last_finite(row) for row in kept]
     return LevelStats(
         seeds=len(slot["test_acc"]),
         final=final,
         epochs=per_epoch,
         best_acc=estimate(bests),
-        best_epoch=float(np.mean(best_epochs)) if best_epochs else float("nan"),
+        best_epoch=best_epoch,
         drop=estimate(drops),
         curves=arrays,
     )
@@ -246,7 +257,8 @@ def load(store: Store, directory: Path | None = None) -> ReportData:
         SetupInfo(s.name, s.noise, dict(s.params), _kind(s), study.levels_of(s), i)
         for i, s in enumerate(study.setups)
     ]
-    stats = {key: level_stats(slot) for key, slot in curves(store).items()}
+    frames = read(store)
+    stats = {key: level_stats(_slot(runs)) for key, runs in frames.shown_series().items()}
     runs = store.runs()
     data = ReportData(
         directory=Path(directory) if directory is not None else store.path.parent,
@@ -257,8 +269,7 @@ def load(store: Store, directory: Path | None = None) -> ReportData:
         runs=runs,
         pack_walls=_pack_walls(runs),
         epoch_wall_s=_epoch_wall(store),
-        metrics=store.metrics(),
-        epoch_rows=store.epochs(),
+        frames=frames,
     )
     n = int(meta.get("train_size") or 0)
     for setup in setups:
@@ -276,7 +287,3 @@ def load(store: Store, directory: Path | None = None) -> ReportData:
 def baseline(data: ReportData, setup: str) -> LevelStats | None:
     """The clean (X = 0) runs as seen from `setup`."""
     return data.get(setup, 0.0)
-
-
-def clean_runs(data: ReportData) -> list[dict[str, Any]]:
-    return [r for r in data.runs if r["setup"] == CLEAN]

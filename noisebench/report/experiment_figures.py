@@ -16,12 +16,13 @@ matplotlib.use("Agg")  # no display: set before pyplot loads
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
 from ..study import CLEAN  # noqa: E402
 from ..summary import Estimate, estimate  # noqa: E402
+from . import plots  # noqa: E402
 from .experiment_runs import Group, StudyRuns, per_epoch  # noqa: E402
 from .fits import LogisticFit  # noqa: E402
+from .plots import band, bars, chance, log_sizes  # noqa: E402
 from .style import level_colour, pct_label, setup_colour  # noqa: E402
 
 SIZE_MAP = plt.get_cmap("plasma")
@@ -37,58 +38,6 @@ def group_colour(sr: StudyRuns, group: Group):
     return "black" if group[0] == CLEAN or info is None else setup_colour(info)
 
 
-def _grid(rows: int, cols: int, width: float = 4.4, height: float = 3.2):
-    fig, axes = plt.subplots(
-        rows, cols, figsize=(width * cols + 1.6, height * rows), layout="constrained", squeeze=False
-    )
-    return fig, list(axes.flat)
-
-
-def _panels(n: int, width: float = 4.4, height: float = 3.2):
-    cols = min(n, 2)
-    fig, axes = _grid(math.ceil(n / cols), cols, width, height)
-    for ax in axes[n:]:
-        ax.set_visible(False)
-    return fig, axes[:n]
-
-
-def _band(
-    ax, x, ests: list[Estimate], colour, label: str = "", scale: float = 100, alpha=0.18, **line
-):
-    mean = np.array([e.mean for e in ests]) * scale
-    ax.plot(x, mean, color=colour, label=label, **line)
-    if any(math.isfinite(e.half) for e in ests):
-        low = np.array([e.low for e in ests]) * scale
-        high = np.array([e.high for e in ests]) * scale
-        if scale == 100:  # accuracies: the band stays within 0–100 %
-            low, high = np.clip(low, 0, 100), np.clip(high, 0, 100)
-        ax.fill_between(x, low, high, color=colour, alpha=alpha, linewidth=0)
-
-
-def _bars(ax, x, ests: list[Estimate], colour, scale: float = 100, **line) -> None:
-    """Means with 95 % CI error bars (none for one seed)."""
-    mean = [e.mean * scale for e in ests]
-    err = [e.half * scale if math.isfinite(e.half) else 0.0 for e in ests]
-    ax.errorbar(x, mean, yerr=err, color=colour, capsize=2, markersize=4, **line)
-
-
-def _log_sizes(ax, sizes: list[int]) -> None:
-    ax.set_xscale("log")
-    ax.xaxis.set_major_locator(FixedLocator(sizes))
-    ax.xaxis.set_minor_locator(NullLocator())
-    crowded = any(b / a < 1.6 for a, b in zip(sizes, sizes[1:], strict=False)) or len(sizes) > 5
-    ax.set_xticklabels(
-        [f"{n:,}" for n in sizes],
-        rotation=45 if crowded else 0,
-        ha="right" if crowded else "center",
-    )
-    ax.set_xlabel("training examples N (log scale)")
-
-
-def _chance(ax, chance: float) -> None:
-    ax.axhline(chance * 100, color="0.45", linestyle=":", linewidth=1)
-
-
 # --- memorisation -----------------------------------------------------------------------------
 def memorisation_curves(
     sr: StudyRuns, groups: list[Group], target: float, fits: dict[tuple[Group, int], LogisticFit]
@@ -96,7 +45,7 @@ def memorisation_curves(
     """A panel per group: training accuracy on clean inputs per epoch, a line per N, with the
     fitted logistic (dashed) where the fit is good."""
     sizes = sr.sizes()
-    fig, axes = _panels(len(groups))
+    fig, axes = plots.panels(len(groups), 4.4)
     for ax, group in zip(axes, groups, strict=True):
         for n in sizes:
             runs = sr.select(group, n)
@@ -105,13 +54,13 @@ def memorisation_curves(
                 continue
             x = np.arange(1, len(ests) + 1)
             colour = size_colour(n, sizes)
-            _band(ax, x, ests, colour, alpha=0.1, marker=".", markersize=3, linewidth=1.2)
+            band(ax, x, ests, colour, alpha=0.1, clip=True, marker=".", markersize=3, linewidth=1.2)
             fit = fits.get((group, n))
             if fit is not None and fit.ok:
                 grid = np.linspace(1, len(ests), 200)
                 ax.plot(grid, fit(grid) * 100, "--", color=colour, linewidth=1, alpha=0.8)
         ax.axhline(target * 100, color="0.3", linestyle=":", linewidth=1)
-        _chance(ax, sr.data.chance)
+        chance(ax, sr.data.chance)
         ax.set_title(sr.label(group), color=group_colour(sr, group), fontweight="bold")
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
@@ -136,7 +85,7 @@ def memorisation_epochs(
     Right: test accuracy of the trained network against N."""
     sizes = sr.sizes()
     cap = sr.data.epochs
-    fig, (ax, ax_test) = _grid(1, 2)
+    fig, (ax, ax_test) = plots.panels(2, 4.4)
     missed = False
     for group in groups:
         colour = group_colour(sr, group)
@@ -154,18 +103,18 @@ def memorisation_epochs(
                 missed = True
                 ax.plot([n], [cap], "x", color=colour, markersize=7, mew=1.5)
                 ax.annotate(f"{never}", (n, cap), textcoords="offset points", xytext=(5, 3))
-        _bars(ax, xs, done, colour, scale=1, marker="o", label=sr.label(group))
-        _bars(ax_test, xs, tests, colour, marker="o")
+        bars(ax, xs, done, colour, scale=1, marker="o", markersize=4, label=sr.label(group))
+        bars(ax_test, xs, tests, colour, marker="o", markersize=4)
     ax.axhline(cap, color="0.6", linestyle=":", linewidth=1)
     ax.set_ylabel(f"epochs to {target * 100:g} % training accuracy")
     ax.set_ylim(0, cap * 1.08)
     ax.set_title("epochs needed to memorise", fontsize=9)
-    _chance(ax_test, sr.data.chance)
+    chance(ax_test, sr.data.chance)
     ax_test.set_ylabel("test accuracy (%)")
     ax_test.set_ylim(0, 100)
     ax_test.set_title("test accuracy of the trained network", fontsize=9)
     for a in (ax, ax_test):
-        _log_sizes(a, sizes)
+        log_sizes(a, sizes)
     handles, labels = ax.get_legend_handles_labels()
     if missed:
         handles.append(plt.Line2D([], [], color="0.3", marker="x", ls="none"))
@@ -212,7 +161,7 @@ def zero_loss_bars(sr: StudyRuns, rows: list) -> Figure:
                         va="bottom",
                         fontsize=7,
                     )
-        _chance(ax, sr.data.chance)
+        chance(ax, sr.data.chance)
         ax.set_xticks(x, [f"N = {row.n:,}" for row in mine], fontsize=8)
         # a narrow panel gets its title over two lines rather than across its neighbour
         title = textwrap.fill(sr.label(group), width=max(14, 12 * len(mine)))
@@ -240,12 +189,12 @@ def sample_size(
     time per run against N. A grey arrow runs from the clean accuracy at one N to the N at
     which a noisy level reaches it."""
     sizes = sr.sizes()
-    fig, axes = _panels(len(panels) + 1)
+    fig, axes = plots.panels(len(panels) + 1, 4.4)
     for ax, (title, groups) in zip(axes, panels, strict=False):
         for group in groups:
             xs = [n for n in sizes if sr.select(group, n)]
             ests = [estimate([r.last("test_acc") for r in sr.select(group, n)]) for n in xs]
-            _band(ax, xs, ests, level_colour(group[1]), pct_label(group[1]), marker="o")
+            band(ax, xs, ests, level_colour(group[1]), pct_label(group[1]), clip=True, marker="o")
         for group, n0, acc, nx in buybacks:
             if group in groups:
                 ax.annotate(
@@ -255,19 +204,19 @@ def sample_size(
                     arrowprops={"arrowstyle": "->", "color": "0.4", "linewidth": 1},
                 )
                 ax.plot([nx], [acc * 100], "*", color=level_colour(group[1]), markersize=8)
-        _chance(ax, sr.data.chance)
+        chance(ax, sr.data.chance)
         ax.set_ylim(0, 100)
         ax.set_ylabel("final test accuracy (%)")
         ax.set_title(title, fontweight="bold")
-        _log_sizes(ax, sizes)
+        log_sizes(ax, sizes)
         ax.legend(frameon=False, loc="lower right")
     ax = axes[-1]
     xs = sorted(seconds)
-    _band(ax, xs, [seconds[n] for n in xs], "0.25", scale=1, marker="o")
+    band(ax, xs, [seconds[n] for n in xs], "0.25", scale=1, marker="o")
     ax.set_ylim(bottom=0)
     ax.set_ylabel("training time per run (s)")
     ax.set_title("training time per run", fontweight="bold")
-    _log_sizes(ax, sizes)
+    log_sizes(ax, sizes)
     return fig
 
 
@@ -278,7 +227,7 @@ def early_stopping(
     """A panel per setup: each run's validation loss per epoch (a line per run, coloured by
     level), a dot at its best-validation epoch and a cross where it stopped before the cap."""
     cap = sr.data.epochs
-    fig, axes = _panels(len(panels))
+    fig, axes = plots.panels(len(panels), 4.4)
     levels: dict[float, None] = {}
     for ax, (title, groups) in zip(axes, panels, strict=True):
         for group in groups:

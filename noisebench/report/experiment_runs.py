@@ -10,7 +10,6 @@ A run belongs to a group, (setup, level), the clean baseline being (CLEAN, 0.0) 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -108,21 +107,15 @@ class StudyRuns:
     def __init__(self, data: ReportData) -> None:
         self.data = data
         kept = {r["run_id"]: r for r in data.runs if r["status"] in FINISHED}
-        per_epoch: dict[str, dict[str, dict[int, float | None]]] = defaultdict(
-            lambda: defaultdict(dict)
-        )
-        after: dict[str, dict[str, float]] = defaultdict(dict)
-        for row in data.epoch_rows:
-            if row["run_id"] in kept:
-                for name in EPOCH_COLUMNS:
-                    per_epoch[row["run_id"]][name][row["epoch"]] = row[name]
-        for row in data.metrics:
-            if row["run_id"] not in kept:
-                continue
-            if row["epoch"] == 0:
-                after[row["run_id"]][row["name"]] = row["value"]
-            else:
-                per_epoch[row["run_id"]][row["name"]][row["epoch"]] = row["value"]
+        series = data.frames.by_run()
+        per_epoch = {
+            run_id: {m: {e: v for e, v in s.items() if e >= 1} for m, s in found.items()}
+            for run_id, found in series.items()
+        }
+        after = {
+            run_id: {m: s[0] for m, s in found.items() if 0 in s}
+            for run_id, found in series.items()
+        }
         self.runs = [
             Run(
                 run_id=run_id,
@@ -132,8 +125,8 @@ class StudyRuns:
                 seed=int(r["seed"]),
                 subset=r["config"].get("train_size"),
                 pack_size=int(r["pack_size"] or 1),
-                series={k: _array(v) for k, v in per_epoch[run_id].items()},
-                after=after[run_id],
+                series={k: _array(v) for k, v in per_epoch.get(run_id, {}).items() if v},
+                after=after.get(run_id, {}),
             )
             for run_id, r in kept.items()
         ]

@@ -14,7 +14,6 @@ from ..summary import Estimate, estimate
 from .experiment_runs import Group, Run, StudyRuns
 from .words import acc, pts
 
-CI = "Lines/points: mean over seeds; bands/bars: 95 % confidence interval."
 Series = list[tuple[int, Estimate]]  # (N, test accuracy over seeds), N ascending
 
 
@@ -32,7 +31,7 @@ def seconds_text(value: float) -> str:
 def diff_note(e: Estimate) -> str:
     """How sure a difference over runs is, as a clause."""
     if not math.isfinite(e.half):
-        return "one seed, so uncertain"
+        return "one seed: the data cannot tell"
     if e.low > 0 or e.high < 0:
         return "the 95 % CI excludes zero"
     return "within the seeds' noise"

@@ -18,7 +18,6 @@ from . import experiment_figures as figs
 from .data import ReportData
 from .experiment_runs import Group, StudyRuns, per_epoch
 from .experiment_text import (
-    CI,
     EarlyRow,
     buyback,
     buyback_sentence,
@@ -27,7 +26,7 @@ from .experiment_text import (
     growth_sentence,
     time_sentence,
 )
-from .figures import FigureFile
+from .figures import FigureFile, spread_note
 from .fits import LogisticFit, fit_logistic
 from .memorisation_text import (
     DEFAULT_TARGET,
@@ -40,7 +39,7 @@ from .memorisation_text import (
     zero_loss_sentences,
     zero_rows,
 )
-from .sections import Section, SectionBuilder, save_figure
+from .sections import LegacyBuilder, Section, save_figure
 
 MAX_PANELS = 4
 ACTIVATIONS = {"relu": "ReLU", "tanh": "tanh", "sigmoid": "sigmoid"}
@@ -103,11 +102,17 @@ def memorisation_section(data: ReportData, folder: Path) -> Section | None:
         figs.memorisation_curves(sr, groups, target, {k: v for k, v in fits.items() if v}),
         folder,
         "memorisation-curves",
-        "Memorisation: training accuracy per epoch, per training-set size",
+        "Fitting random labels: training accuracy per epoch, per training-set size",
         "Training accuracy on clean inputs, against the labels the network trains on (random "
         "ones under random labels), per epoch; one line per N. A run that reached the target "
-        "stopped and keeps its last value. Dashed: a logistic in the epoch fitted to the mean "
-        f"curve, where it fits well. {CI}",
+        "stopped and keeps its last value. "
+        + (
+            "Dashed: a logistic in the epoch fitted to the mean curve, where it fits well, "
+            "drawn over the epochs measured. "
+            if any(f is not None and f.ok for f in fits.values())
+            else ""
+        )
+        + spread_note(len(data.study.seeds)),
     )
     figures = [curves]
     if len(sr.sizes()) > 1:
@@ -115,7 +120,7 @@ def memorisation_section(data: ReportData, folder: Path) -> Section | None:
     scales = ", and how it scales with N" if len(sr.sizes()) > 1 else ""
     return Section(
         "memorisation",
-        f"Memorisation: fitting {'random' if randoms else 'noisy'} labels{scales}",
+        f"Fitting {'random' if randoms else 'noisy'} labels{scales}",
         [t for t in texts if t],
         figures,
     )
@@ -128,10 +133,11 @@ def memorisation_epochs_figure(
         figs.memorisation_epochs(sr, groups, reach, target),
         folder,
         "memorisation-epochs",
-        "Memorisation: epochs needed and test accuracy against N",
+        "Fitting random labels: epochs needed and test accuracy against N",
         f"Left: epochs until {target * 100:g} % training accuracy, over the runs that got "
         f"there; a cross at the cap ({sr.data.epochs} epochs) counts those that did not. Right: "
-        f"test accuracy of the trained network; the dotted line is chance. {CI}",
+        f"test accuracy of the trained network; the dotted line is chance. "
+        + spread_note(len(sr.data.study.seeds)),
     )
 
 
@@ -224,7 +230,8 @@ def sample_size_section(data: ReportData, folder: Path) -> Section | None:
         "Final test accuracy against the number of training examples N (equal per class), one "
         "line per noise level; an arrow runs from the clean accuracy at one N to the N at which "
         "a noisy level reaches it (interpolated in log N). Last panel: training time per run "
-        f"(its pack's step time shared among the pack's runs). {CI}",
+        "(its pack's step time shared among the pack's runs). "
+        + spread_note(len(data.study.seeds)),
     )
     return Section(
         "sample-size",
@@ -286,7 +293,7 @@ def early_stopping_section(data: ReportData, folder: Path) -> Section | None:
     return Section("early-stopping", title, texts, [figure], head, table)
 
 
-SECTIONS: list[SectionBuilder] = [
+SECTIONS: list[LegacyBuilder] = [
     model_size_section,
     memorisation_section,
     zero_loss_section,

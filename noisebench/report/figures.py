@@ -19,9 +19,8 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from ..summary import Estimate  # noqa: E402
 from .data import ReportData  # noqa: E402
-from .fitplot import fits_figure  # noqa: E402
-from .fits import MIN_FIT_EPOCHS  # noqa: E402
 from .measured import counts_copies, x_share  # noqa: E402
+from .plots import MANY_SETUPS, band, chance, ci_line, dodge, panels  # noqa: E402
 from .seeing import examples, label_matrix  # noqa: E402
 from .style import DPI, STYLE, level_colour, pct_label, setup_colour, setup_line  # noqa: E402
 
@@ -35,82 +34,21 @@ class FigureFile:
     svg: Path
 
 
-def _band(
-    ax, x, ests: list[Estimate], scale: float, colour, label: str, alpha: float = 0.18, **line
-) -> None:
-    mean = np.array([e.mean for e in ests]) * scale
-    low = np.array([e.low for e in ests]) * scale
-    high = np.array([e.high for e in ests]) * scale
-    ax.plot(x, mean, color=colour, label=label, **line)
-    if any(math.isfinite(e.half) for e in ests):
-        ax.fill_between(x, low, high, color=colour, alpha=alpha, linewidth=0)
-
-
-MANY_SETUPS = 4  # more setups than this on one chart: CIs as offset error bars, not bands
-
-
-def ci_line(
-    ax,
-    x,
-    ests: list[Estimate],
-    scale: float,
-    colour,
-    label: str,
-    bars: bool = False,
-    offset: float = 0.0,
-    **line,
-) -> None:
-    """Means joined by a line with their 95 % CIs: a band, or (`bars`, for charts with many
-    lines, where bands would pile up) error bars shifted `offset` along x."""
-    if not bars:
-        _band(ax, x, ests, scale, colour, label, **line)
-        return
-    mean = np.array([e.mean for e in ests]) * scale
-    half = np.array([e.half if math.isfinite(e.half) else 0.0 for e in ests]) * scale
-    ax.errorbar(
-        np.asarray(x, dtype=float) + offset,
-        mean,
-        yerr=half,
-        color=colour,
-        label=label,
-        capsize=2,
-        elinewidth=0.8,
-        capthick=0.8,
-        **line,
-    )
-
-
-def dodge(index: int, count: int, step: float = 0.6) -> float:
-    """x offset of the index-th of `count` lines, so their error bars sit side by side."""
-    return (index - (count - 1) / 2) * step
-
-
-def _panels(n: int, width: float = 4.2, height: float = 3.2) -> tuple[Figure, list]:
-    cols = min(n, 2)
-    rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(
-        rows, cols, figsize=(width * cols + 1.6, height * rows), layout="constrained", squeeze=False
-    )
-    flat = list(axes.flat)
-    for ax in flat[n:]:
-        ax.set_visible(False)
-    return fig, flat[:n]
-
-
-def _chance(ax, data: ReportData, horizontal: bool = True) -> None:
-    ax.axhline(data.chance * 100, color="0.45", linestyle=":", linewidth=1, label="chance (1/K)")
-
-
 def final_vs_level(data: ReportData, metric: str) -> Figure:
     """Figures 1 and 2: a final-epoch metric against X, every setup on one chart."""
     fig, ax = plt.subplots(figsize=(7.2, 4.0), layout="constrained")
     scale = 100 if metric == "test_acc" else 1
-    bars = len(data.setups) > MANY_SETUPS
+    many = len(data.setups) > MANY_SETUPS
     for setup in data.setups:
-        levels = data.levels(setup.name)
-        if not levels:
+        if not data.levels(setup.name):
             continue
-        ests = [data.stats[(setup.name, lv)].final[metric] for lv in levels]
+        # every level of the study, a gap (NaN) where none finished: no line across it
+        levels = setup.levels
+        missing = Estimate(math.nan, math.nan, 0)
+        ests = [
+            data.stats[(setup.name, lv)].final[metric] if data.get(setup.name, lv) else missing
+            for lv in levels
+        ]
         x = [x_share(setup, lv) for lv in levels]
         ci_line(
             ax,
@@ -119,13 +57,13 @@ def final_vs_level(data: ReportData, metric: str) -> Figure:
             scale,
             setup_colour(setup),
             setup.name,
-            bars,
+            many,
             dodge(setup.index, len(data.setups)),
             markersize=4,
             **setup_line(setup),
         )
     if metric == "test_acc":
-        _chance(ax, data)
+        chance(ax, data.chance, "chance (1/K)")
         ax.set_ylabel("final test accuracy (%)")
         ax.set_ylim(0, 100)
     else:
@@ -146,14 +84,14 @@ def final_vs_level(data: ReportData, metric: str) -> Figure:
 
 def per_epoch(data: ReportData, metric: str) -> Figure:
     """Figures 3 and 4: a test metric per epoch, a line per level, a panel per setup."""
-    fig, axes = _panels(len(data.setups))
+    fig, axes = panels(len(data.setups))
     scale = 100 if metric == "test_acc" else 1
     levels_seen: dict[float, None] = {}
     for ax, setup in zip(axes, data.setups, strict=True):
         for lv in data.levels(setup.name):
             ests = data.stats[(setup.name, lv)].epochs[metric]
             x = np.arange(1, len(ests) + 1)
-            _band(ax, x, ests, scale, level_colour(lv), pct_label(lv), marker=".")
+            band(ax, x, ests, level_colour(lv), pct_label(lv), scale, marker=".")
             levels_seen[lv] = None
         ax.set_title(setup.name, color=setup_colour(setup), fontweight="bold")
         ax.set_xlabel("epoch")
@@ -204,7 +142,7 @@ def generalisation(data: ReportData) -> Figure:
                 for part, style in (("train", "--"), ("test", "-")):
                     ests = st.epochs[f"{part}_{split}"]
                     x = np.arange(1, len(ests) + 1)
-                    _band(ax, x, ests, scale, level_colour(lv), "", linestyle=style)
+                    band(ax, x, ests, level_colour(lv), "", scale, linestyle=style)
         ax_acc.set_ylabel("accuracy (%)")
         ax_acc.set_ylim(0, 100)
         ax_loss.set_ylabel("cross-entropy (nats)")
@@ -234,29 +172,27 @@ def best_vs_final(data: ReportData) -> Figure:
         x = [lv * 100 for lv in levels]
         colour = setup_colour(setup)
         stats = [data.stats[(setup.name, lv)] for lv in levels]
-        _band(
+        band(
             ax,
             x,
             [st.final["test_acc"] for st in stats],
-            100,
             colour,
             f"{setup.name}: final epoch",
             marker="o",
             markersize=4,
         )
-        _band(
+        band(
             ax,
             x,
             [st.best_acc for st in stats],
-            100,
             colour,
             f"{setup.name}: best epoch",
             marker="^",
             markersize=4,
             linestyle="--",
         )
-        _band(ax_gap, x, [st.drop for st in stats], 100, colour, "", marker="o", markersize=4)
-    _chance(ax, data)
+        band(ax_gap, x, [st.drop for st in stats], colour, marker="o", markersize=4)
+    chance(ax, data.chance, "chance (1/K)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
     ax_gap.axhline(0, color="0.45", linewidth=0.8)
@@ -280,17 +216,24 @@ def styled(maker: Callable[[], Figure | None]) -> Callable[[], Figure | None]:
     return make
 
 
+def spread_note(seeds: int) -> str:
+    """What a figure's lines and bands are: with one seed there is no interval to draw."""
+    if seeds == 1:
+        return "Lines: the one seed's values (no bands: one seed has no interval)."
+    return "Lines: mean over seeds; bands: 95 % confidence interval."
+
+
 def catalogue(data: ReportData) -> list[tuple[str, str, str, Callable[[], Figure | None]]]:
     """(file name, title, caption, maker) of every figure, in report order."""
     return [(name, title, caption, styled(maker)) for name, title, caption, maker in _entries(data)]
 
 
 def _entries(data: ReportData) -> list[tuple[str, str, str, Callable[[], Figure | None]]]:
-    ci = "Lines: mean over seeds; bands: 95 % confidence interval."
+    ci = spread_note(len(data.study.seeds))
     ci_all = (
         "Lines: mean over seeds; bars: 95 % confidence interval (shifted a little along X so "
         "they do not hide each other)."
-        if len(data.setups) > MANY_SETUPS
+        if len(data.setups) > MANY_SETUPS and len(data.study.seeds) > 1
         else ci
     )
     if any(counts_copies(s.noise) for s in data.setups):
@@ -363,22 +306,11 @@ def _entries(data: ReportData) -> list[tuple[str, str, str, Callable[[], Figure 
         (
             "best_vs_final",
             "Best-epoch vs final-epoch test accuracy",
-            "Left, solid: accuracy after the last epoch; dashed: each seed's best epoch. Right: "
-            "the gap, per seed. A gap above zero means accuracy peaked and then fell (late "
-            f"overfitting to the noise). {ci}",
+            "Left, solid: accuracy after the last epoch; dashed: accuracy at the best epoch, the "
+            "epoch at which the mean test-accuracy curve peaks (as in the table). Right: the best "
+            "epoch's accuracy minus the last epoch's, per seed: above zero, accuracy peaked and "
+            f"then fell. {ci}",
             lambda: best_vs_final(data),
-        ),
-        (
-            "fits",
-            "Curve fits: where accuracy levels off, and whether the test loss turns up",
-            "Left: mean test accuracy per epoch (dots) and a logistic in the epoch fitted to it "
-            "(dashed, running on past the last epoch; its floor is chance), drawn only where the "
-            f"fit is good and the study has at least {MIN_FIT_EPOCHS} epochs. Right: the "
-            "least-squares slope of each seed's train (dashed, open squares) and test (solid) loss "
-            "over the last third of the epochs, mean over seeds with 95 % CI bars; a triangle "
-            "marks a test loss rising while the train loss falls, both CIs excluding zero "
-            "(the network fitting the noise).",
-            lambda: fits_figure(data),
         ),
     ]
 

@@ -1,17 +1,10 @@
-"""Curve fits on the stored per-epoch numbers: late-epoch loss slopes and logistic accuracy fits.
+"""Logistic fits of accuracy curves over epochs (the memorisation sections read them).
 
-Two questions about the curves over epochs, asked of every setup × level:
-
-- Is the test loss rising while the train loss falls (the network fitting the noise)? Each
-  seed's least-squares slope over the last third of the epochs (at least MIN_WINDOW) of its
-  train and test loss, then the mean and 95 % CI over seeds.
-- Where would accuracy level off with more epochs? A logistic in the epoch,
-  floor + (plateau − floor) / (1 + exp(−rate · (epoch − midpoint))), fitted to the mean curve
-  (the floor is chance, 1/K: an untrained network guesses). A fit that fails, fits badly, has
-  not yet passed its midpoint or leaves the plateau loosely determined is kept but marked
-  not `ok`, and nothing reads its plateau.
-
-Everything reads `ReportData` only (the per-seed curves of each LevelStats).
+A logistic in the epoch, floor + (plateau − floor) / (1 + exp(−rate · (epoch − midpoint))),
+fitted to a mean curve (the floor is chance, 1/K: an untrained network guesses). A fit that
+fails, fits badly, has not yet passed its midpoint, leaves the plateau loosely determined or
+would level off at or below a value the curve already reached is kept but marked not `ok`,
+and nothing reads its plateau.
 """
 
 from __future__ import annotations
@@ -24,10 +17,7 @@ import numpy as np
 from scipy import optimize
 from scipy import stats as sps
 
-from ..summary import Estimate, estimate
-from .data import LevelStats, ReportData
-
-MIN_WINDOW = 3  # epochs in the late window, at least
+MIN_WINDOW = 3  # epochs in the late window the fit must follow, at least
 MIN_FIT_EPOCHS = 5  # a 3-parameter logistic needs a few points more than parameters
 GOOD_R2 = 0.9  # a fit explaining less of the curve's variance is poor ...
 GOOD_RMSE = 0.005  # ... unless it is within half a point everywhere (a flat curve has no R²)
@@ -42,35 +32,13 @@ EARLY = "is still below its midpoint, so its plateau would be a guess"
 LOOSE = "has a loosely determined plateau"
 POOR = "fits poorly"
 CHANCE = "stays near chance"
+REACHED = "would level off at or below a value it already reached"
 FAILED = "could not be fitted"
-PROBLEMS = (PEAKED, MISSED, EARLY, LOOSE, POOR, CHANCE, FAILED)
+PROBLEMS = (PEAKED, MISSED, REACHED, EARLY, LOOSE, POOR, CHANCE, FAILED)
 NEAR_CHANCE = 0.02  # a curve never this far above the floor has nothing to fit
 
 
-# --- late-epoch slopes ---------------------------------------------------------------------
-@dataclass(frozen=True)
-class Slope:
-    """Late-epoch slopes of one setup × level, in nats per epoch, over seeds."""
-
-    train: Estimate
-    test: Estimate
-    window: int  # epochs in the late window
-
-    @property
-    def certain(self) -> bool:
-        return all(math.isfinite(e.half) for e in (self.train, self.test))
-
-    @property
-    def overfitting(self) -> bool:
-        """Test loss rising and train loss falling, both 95 % CIs excluding zero."""
-        return self.certain and self.test.low > 0 and self.train.high < 0
-
-    @property
-    def leaning(self) -> bool:
-        """The means point that way, whatever the CIs say."""
-        return self.test.mean > 0 and self.train.mean < 0
-
-
+# --- logistic fits ----------------------------------------------------------------------
 def window(epochs: int) -> int:
     """Epochs in the late window: the last third, at least MIN_WINDOW; 0 if too short."""
     if epochs < MIN_WINDOW:
@@ -78,52 +46,6 @@ def window(epochs: int) -> int:
     return max(MIN_WINDOW, math.ceil(epochs / 3))
 
 
-def slope(values, epochs=None) -> float:
-    """Least-squares slope of `values` against `epochs` (1, 2, … by default) over the finite
-    points; NaN with fewer than MIN_WINDOW of them."""
-    y = np.asarray(values, dtype=float)
-    x = np.arange(1, len(y) + 1, dtype=float) if epochs is None else np.asarray(epochs, float)
-    keep = np.isfinite(y) & np.isfinite(x)
-    if keep.sum() < MIN_WINDOW:
-        return float("nan")
-    x, y = x[keep], y[keep]
-    dx = x - x.mean()
-    return float((dx * (y - y.mean())).sum() / (dx * dx).sum())
-
-
-def late_slopes(curves: np.ndarray, n: int) -> list[float]:
-    """Per seed (row of `curves`, [seeds, epochs]): the slope over its last `n` finite epochs."""
-    out = []
-    for row in np.atleast_2d(curves):
-        idx = np.flatnonzero(np.isfinite(row))[-n:] if n else np.array([], dtype=int)
-        if len(idx) >= MIN_WINDOW:
-            out.append(slope(row[idx], idx + 1))
-    return out
-
-
-def late_slope(st: LevelStats, n: int) -> Slope | None:
-    """Train and test loss slopes over the last `n` epochs of one setup × level."""
-    if n < MIN_WINDOW or not st.curves:
-        return None
-    train = estimate(late_slopes(st.curves["train_loss"], n))
-    test = estimate(late_slopes(st.curves["test_loss"], n))
-    if not (math.isfinite(train.mean) and math.isfinite(test.mean)):
-        return None
-    return Slope(train, test, n)
-
-
-def slopes(data: ReportData) -> dict[tuple[str, float], Slope]:
-    """(setup, level) -> late-epoch loss slopes, where the study has enough epochs."""
-    n = window(data.epochs)
-    out = {}
-    for key, st in data.stats.items():
-        found = late_slope(st, n)
-        if found is not None:
-            out[key] = found
-    return out
-
-
-# --- logistic fits -------------------------------------------------------------------------
 def logistic(epoch, plateau: float, rate: float, midpoint: float, floor: float = 0.0):
     """floor + (plateau − floor) / (1 + exp(−rate · (epoch − midpoint)))."""
     z = np.clip(-rate * (np.asarray(epoch, dtype=float) - midpoint), -60, 60)
@@ -217,6 +139,8 @@ def fit_logistic(values, floor: float, top: float = 1.0) -> LogisticFit | None:
         problem = POOR
     elif abs(float(late.mean())) > MAX_LATE_MISS:
         problem = MISSED
+    elif plateau <= float(y.max()):
+        problem = REACHED
     elif midpoint > span:
         problem = EARLY
     elif not half <= MAX_PLATEAU_HALF:
@@ -226,20 +150,3 @@ def fit_logistic(values, floor: float, top: float = 1.0) -> LogisticFit | None:
     return LogisticFit(
         float(plateau), float(rate), float(midpoint), floor, r2, rmse, half, n, last, problem
     )
-
-
-def accuracy_fit(data: ReportData, st: LevelStats, metric: str = "test_acc"):
-    """The logistic fit of one setup × level's mean accuracy curve (None: too few epochs)."""
-    return fit_logistic([e.mean for e in st.epochs[metric]], data.chance)
-
-
-def accuracy_fits(
-    data: ReportData, metric: str = "test_acc"
-) -> dict[tuple[str, float], LogisticFit]:
-    """(setup, level) -> logistic fit of the mean accuracy curve, where there are enough epochs."""
-    out = {}
-    for key, st in data.stats.items():
-        found = accuracy_fit(data, st, metric)
-        if found is not None:
-            out[key] = found
-    return out

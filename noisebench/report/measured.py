@@ -1,6 +1,6 @@
-"""The named metrics of store.metrics() as estimates over seeds, for the report's sections.
+"""The named metrics (not the epochs table's columns) as estimates over seeds, for sections.
 
-`Measured(data)` indexes ReportData.metrics by setup × level × name like the main views: only
+`Measured(data)` indexes the Frames by setup × level × name like the main views: only
 finished runs of the main training-set size count, and the clean runs are level 0 of every
 setup. `final` is each run's value at its last epoch (epoch 0 for numbers measured after
 training), `per_epoch` one estimate per epoch 1, 2, … Also here: how a setup's level reads
@@ -16,28 +16,23 @@ import numpy as np
 
 from ..noise import counts_copies
 from ..noise import level_text as noise_level_text
-from ..summary import Estimate, estimate, main_views
+from ..store import EPOCH_COLUMNS
+from ..summary import Estimate, estimate
 from .data import ReportData, SetupInfo
-
-FINISHED = ("done", "diverged")
 
 
 class Measured:
     def __init__(self, data: ReportData) -> None:
         self.data = data
-        size = {r["run_id"]: r["config"].get("train_size") for r in data.runs}
-        finished = {r["run_id"] for r in data.runs if r["status"] in FINISHED}
-        # (setup, level, name) -> run_id -> epoch -> value
+        # (setup, level, name) -> run_id -> epoch -> value, named metrics only
         self._values: dict[tuple[str, float, str], dict[str, dict[int, float | None]]] = (
-            defaultdict(lambda: defaultdict(dict))
+            defaultdict(dict)
         )
-        for row in data.metrics:
-            if row["run_id"] not in finished:
-                continue
-            targets = main_views(data.study, row["setup"], row["level"], size[row["run_id"]])
-            for target in targets:
-                key = (target, row["level"], row["name"])
-                self._values[key][row["run_id"]][row["epoch"]] = row["value"]
+        for (setup, level), runs in data.frames.shown_series().items():
+            for run_id, series in runs.items():
+                for name, by_epoch in series.items():
+                    if name not in EPOCH_COLUMNS:
+                        self._values[(setup, level, name)][run_id] = by_epoch
         self.names = {name for _, _, name in self._values}
 
     def has(self, name: str, setup: str | None = None) -> bool:

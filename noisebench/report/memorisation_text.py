@@ -122,12 +122,22 @@ def test_sentence(sr: StudyRuns, groups: list[Group], reach: dict) -> str | None
         + (f" to {acc(eb.mean)} at N = {nb:,}" if nb != na else "")
         + " with clean labels"
     )
-    fitted = all(reach[r.run_id] is not None for g in randoms for r in sr.select(g))
-    if far <= NEAR_CHANCE and fitted:
+    runs = [r for g in randoms for r in sr.select(g)]
+    fitted = sum(reach[r.run_id] is not None for r in runs)
+    if far <= NEAR_CHANCE and fitted == len(runs):
         text += ": the network fits labels that carry nothing it can use on new images"
-    elif not fitted:
-        best = max(r.best("train_clean_acc") for g in randoms for r in sr.select(g))
-        text += f"; not every run fitted its random labels (the best reached {acc(best)})"
+    elif fitted == 0:
+        best = max(r.best("train_clean_acc") for r in runs)
+        text += (
+            f"; no run fitted its random labels within {sr.data.epochs} epochs (the best "
+            f"reached {acc(best)} training accuracy)"
+        )
+    elif fitted < len(runs):
+        best = max(r.best("train_clean_acc") for r in runs if reach[r.run_id] is None)
+        text += (
+            f"; {fitted} of {len(runs)} runs fitted their random labels (the best of the others "
+            f"reached {acc(best)} training accuracy)"
+        )
     return text + "."
 
 
@@ -148,7 +158,7 @@ def plateau_sentence(sr: StudyRuns, groups: list[Group], fits: dict) -> str | No
     text = (
         f"A logistic in the epoch describes the mean training-accuracy curve of {where} "
         f"(R² = {fit.r2:.2f}): it rises half-way from chance by epoch {fit.midpoint:.1f} and "
-        f"levels off at {acc(fit.plateau)} (95 % CI ± {pts(fit.plateau_half)})"
+        f"levels off at {acc(fit.plateau)}, above the {acc(fit.last)} of its last epoch"
     )
     base = fits.get(((CLEAN, 0.0), n))
     if base is not None and base.ok and base.midpoint >= 1:

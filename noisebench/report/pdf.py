@@ -27,7 +27,7 @@ from reportlab.platypus import (
 )
 
 from .figures import FigureFile
-from .render import Content
+from .render import TABLE_TITLE, Content
 
 MARGIN = 16 * mm
 FOOTER = "noisebench report"
@@ -105,13 +105,15 @@ def write_pdf(c: Content, path: Path) -> Path:
     width, height = doc.width, doc.height
     story: list = [_p(c.title, st["title"]), _p(c.subtitle, st["small"]), Spacer(1, 4 * mm)]
     story += [_p(n, st["notice"]) for n in c.notices]
-    story += [_p("What the measurements say", st["h2"])]
+    story += [_p("Summary", st["h2"])]
     story += [_p(" ".join(para), st["body"]) for para in c.paragraphs]
 
-    story += [_p("Final metrics per setup and level", st["h2"])]
+    story += [_p(TABLE_TITLE, st["h2"])]
     rows = [[_p(h, st["cell"]) for h in c.table_head]]
     rows += [[_p(v, st["cell"]) for v in row] for row in c.table_rows]
-    col = [0.14, 0.07, 0.14, 0.14, 0.13, 0.13, 0.15, 0.07]
+    col = [0.14, 0.07, 0.15, 0.08, 0.15, 0.15, 0.14, 0.07]
+    if len(c.table_head) > len(col):  # a training-size column after X
+        col = [0.13, 0.06, 0.09, 0.13, 0.07, 0.13, 0.13, 0.12, 0.06]
     tbl = Table(rows, colWidths=[f * width for f in col], repeatRows=1)
     tbl.setStyle(
         TableStyle(
@@ -124,13 +126,7 @@ def write_pdf(c: Content, path: Path) -> Path:
     )
     story += [tbl, Spacer(1, 2 * mm), _p(c.table_note, st["small"])]
 
-    story += [_p("Data and configuration", st["h2"])]
-    facts = Table(
-        [[_p(k, st["cell"]), _p(v, st["cell"])] for k, v in c.facts],
-        colWidths=[0.16 * width, 0.84 * width],
-    )
-    facts.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP")]))
-    story += [facts, PageBreak()]
+    story += [PageBreak()]
 
     def figure(f: FigureFile) -> KeepTogether:
         return KeepTogether(
@@ -150,6 +146,13 @@ def write_pdf(c: Content, path: Path) -> Path:
         story += [figure(f) for f in s.figures]
         if s.table_rows:
             story += [_table(s.table_head, s.table_rows, st, width), Spacer(1, 4 * mm)]
+    # last, as in the HTML and Markdown
+    facts = Table(
+        [[_p(k, st["cell"]), _p(v, st["cell"])] for k, v in c.facts],
+        colWidths=[0.16 * width, 0.84 * width],
+    )
+    facts.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP")]))
+    story += [CondPageBreak(height * 0.3), _p("Data and configuration", st["h2"]), facts]
     doc.build(story, canvasmaker=NumberedCanvas)
     return path
 

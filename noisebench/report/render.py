@@ -15,9 +15,16 @@ from pathlib import Path
 import jinja2
 
 from ..noise import counts_copies
+from .answer import best_epoch_row
 from .data import ReportData
 from .figures import FigureFile
+from .finding import Finding
+from .frames import Frames
 from .sections import Section
+from .stats import mean_half
+from .words import pm, span
+
+TABLE_TITLE = "Test accuracy per setup and level: best epoch and last epoch"
 
 
 @dataclass(frozen=True)
@@ -27,7 +34,7 @@ class Content:
     title: str
     subtitle: str
     notices: list[str]  # shown prominently at the top
-    paragraphs: list[list[str]]  # the explanation, grouped by topic
+    paragraphs: list[list[str]]  # the Summary, grouped by topic
     figures: list[FigureFile]
     table_head: list[str]
     table_rows: list[list[str]]
@@ -168,56 +175,118 @@ def facts(data: ReportData) -> list[tuple[str, str]]:
     ]
 
 
-def table(data: ReportData) -> tuple[list[str], list[list[str]], str]:
+def table(frames: Frames) -> tuple[list[str], list[list[str]], str]:
+    """The main table: best-epoch test accuracy (the mean curve's best epoch) and the last
+    epoch's test accuracy and cross-entropy, per setup and level."""
     head = [
         "setup",
         "X (%)",
-        "test accuracy (%)",
-        "test cross-entropy",
-        "test confidence (%)",
+        "best-epoch test accuracy (%)",
+        "best epoch",
+        "last-epoch test accuracy (%)",
+        "last-epoch test cross-entropy",
         "train accuracy (%)*",
-        "best-epoch accuracy (%)",
         "seeds",
     ]
+    sizes = frames.runs.train_size.notna().any()
+    if sizes:
+        head.insert(2, "training images")
     rows = []
-    for setup in data.setups:
-        for lv in data.levels(setup.name):
-            st = data.stats[(setup.name, lv)]
-            f = st.final
+    for setup in frames.setups:
+        for lv in frames.levels(setup):
+            best, epoch = best_epoch_row(frames, setup, lv)
+            last = frames.last(setup, lv, "test_acc")
+            loss = frames.last(setup, lv, "test_loss")
+            train = frames.last(setup, lv, "train_acc")
             rows.append(
                 [
-                    setup.name,
+                    setup,
                     f"{lv * 100:.0f}",
-                    f["test_acc"].fmt(100, 1),
-                    f["test_loss"].fmt(1, 3),
-                    f["test_conf"].fmt(100, 1),
-                    f["train_acc"].fmt(100, 1),
-                    st.best_acc.fmt(100, 1),
-                    str(st.seeds),
+                    best,
+                    epoch,
+                    pm(*mean_half(last)[:2]),
+                    pm(*mean_half(loss)[:2], scale=1, digits=3),
+                    pm(*mean_half(train)[:2]),
+                    str(len(last)),
                 ]
             )
+            if sizes:
+                rows[-1].insert(2, frames.train_size(setup, lv))
+    seeds = len(frames.seeds)
+    spread = (
+        "Mean ± half-width of the 95 % t-interval over seeds. "
+        if seeds > 1
+        else "One seed: single values, no intervals. "
+    )
+    noises = [frames.noise_of(s) or "" for s in frames.setups]
+    trained_on = [
+        what
+        for kind, what in (
+            ("labels.", "the noisy labels under label noise"),
+            ("pixels.", "the noisy images under pixel noise"),
+        )
+        if any(n.startswith(kind) for n in noises)
+    ]
+    last = (
+        f"Last epoch: epoch {frames.epochs}. "
+        if frames.epochs >= frames.study.train.epochs
+        else "Last epoch: each run's own last epoch (runs stop early). "
+    )
     note = (
-        "Mean ± half-width of the 95 % t-interval over seeds, after the last epoch. "
-        "*Train accuracy is measured against what the model trained on: the noisy labels "
-        "under label noise, the noisy images under pixel noise. Confidence is the mean "
-        "max-softmax probability on the test set."
+        spread
+        + "Best epoch: the epoch at which the mean test-accuracy curve peaks; the best-epoch "
+        + "column is the accuracy at that epoch. "
+        + last
+        + f"Cross-entropy of a uniform guess: ln {frames.num_classes} = "
+        f"{math.log(frames.num_classes):.3f} nats; chance accuracy {frames.chance * 100:.1f} %. "
+        + (
+            "*Train accuracy is measured against what the model trained on: "
+            + " and ".join(trained_on)
+            + "."
+            if trained_on
+            else "*Train accuracy: against the training labels."
+        )
     )
     return head, rows, note
 
 
+def title(frames: Frames) -> tuple[str, str]:
+    """What was studied, and its configuration as measured (not the preset's name)."""
+    setups = [s for s in frames.setups if frames.levels(s)]
+    what = " vs ".join(setups) if len(setups) <= 3 else f"{len(setups)} kinds of noise"
+    what = what[:1].upper() + what[1:]
+    levels = sorted({lv for s in setups for lv in frames.levels(s)})
+    seeds = len(frames.seeds)
+    bits = [
+        span(levels) if levels else "",
+        f"{seeds} seed{'s' if seeds != 1 else ''}",
+        f"{frames.epochs} epochs",
+        f"on {frames.meta.get('dataset')}",
+    ]
+    return f"{what}: what an MLP learns", ", ".join(b for b in bits if b)
+
+
+def grouped(findings: list[Finding]) -> list[list[str]]:
+    """The Summary as paragraphs: scope, the comparison, the mechanism, the caveats."""
+    bands = [(94, 1000), (80, 94), (60, 80), (-1000, 60)]
+    paras = [[f.text for f in findings if lo <= f.importance < hi] for lo, hi in bands]
+    return [p for p in paras if p]
+
+
 def content(
     data: ReportData,
-    paragraphs: list[list[str]],
+    frames: Frames,
+    findings: list[Finding],
     figures: list[FigureFile],
     sections: list[Section] | None = None,
 ) -> Content:
-    head, rows, note = table(data)
-    desc = data.study.description
+    head, rows, note = table(frames)
+    heading, subtitle = title(frames)
     return Content(
-        title=f"noisebench report: {data.study.name}",
-        subtitle=(desc + " — " if desc else "") + f"on {data.meta.get('dataset')}",
+        title=heading,
+        subtitle=subtitle,
         notices=notices(data),
-        paragraphs=paragraphs,
+        paragraphs=grouped(findings) or [["No run has finished yet."]],
         figures=figures,
         table_head=head,
         table_rows=rows,
@@ -258,10 +327,16 @@ th:first-child, td:first-child { text-align: left; }
 <p class="subtitle">{{ c.subtitle }}</p>
 {% for n in c.notices %}<div class="notice" role="alert">{{ n }}</div>
 {% endfor %}
-<h2>What the measurements say</h2>
+<h2>Summary</h2>
 <div class="explanation" id="explanation">
 {% for para in c.paragraphs %}<p>{{ para | join(" ") }}</p>
 {% endfor %}</div>
+<h2>{{ table_title }}</h2>
+<table id="final-table"><thead><tr>{% for h in c.table_head %}<th>{{ h }}</th>{% endfor %}</tr>
+</thead><tbody>
+{% for row in c.table_rows %}<tr>{% for v in row %}<td>{{ v }}</td>{% endfor %}</tr>
+{% endfor %}</tbody></table>
+<p class="note">{{ c.table_note }}</p>
 <h2>Figures</h2>
 {% macro figure(f) %}{% set n = c.number(f) %}<figure id="fig-{{ f.name }}">
 <figcaption><strong>Figure {{ n }}: {{ f.title }}.</strong></figcaption>
@@ -281,12 +356,6 @@ th:first-child, td:first-child { text-align: left; }
 {% endfor %}</tbody></table>
 {% endif %}</section>
 {% endfor %}
-<h2>Final metrics per setup and level</h2>
-<table id="final-table"><thead><tr>{% for h in c.table_head %}<th>{{ h }}</th>{% endfor %}</tr>
-</thead><tbody>
-{% for row in c.table_rows %}<tr>{% for v in row %}<td>{{ v }}</td>{% endfor %}</tr>
-{% endfor %}</tbody></table>
-<p class="note">{{ c.table_note }}</p>
 <h2>Data and configuration</h2>
 <table class="facts">
 {% for k, v in c.facts %}<tr><th>{{ k }}</th><td>{{ v }}</td></tr>
@@ -312,7 +381,9 @@ def write_html(c: Content, path: Path, css_per_png_px: float = 0.7) -> Path:
         blob = f.png.read_bytes()
         images[f.name] = base64.b64encode(blob).decode("ascii")
         widths[f.name] = round(png_size(blob)[0] * css_per_png_px)
-    path.write_text(HTML.render(c=c, images=images, widths=widths), encoding="utf-8")
+    path.write_text(
+        HTML.render(c=c, images=images, widths=widths, table_title=TABLE_TITLE), encoding="utf-8"
+    )
     return path
 
 
@@ -324,10 +395,13 @@ def write_markdown(c: Content, path: Path, figures_dir: str = "figures") -> Path
     lines = [f"# {c.title}", "", f"_{c.subtitle}_", ""]
     for n in c.notices:
         lines += [f"> **{n}**", ""]
-    lines += ["## What the measurements say", ""]
+    lines += ["## Summary", ""]
     for para in c.paragraphs:
         lines += [" ".join(para), ""]
-    lines += ["## Figures", ""]
+    lines += [f"## {TABLE_TITLE}", ""]
+    lines += ["| " + " | ".join(c.table_head) + " |", "|" + "---|" * len(c.table_head)]
+    lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in c.table_rows]
+    lines += ["", c.table_note, "", "## Figures", ""]
 
     def figure(f: FigureFile) -> list[str]:
         return [
@@ -352,10 +426,7 @@ def write_markdown(c: Content, path: Path, figures_dir: str = "figures") -> Path
             lines += ["|" + "---|" * len(s.table_head)]
             lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in s.table_rows]
             lines += [""]
-    lines += ["## Final metrics per setup and level", ""]
-    lines += ["| " + " | ".join(c.table_head) + " |", "|" + "---|" * len(c.table_head)]
-    lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in c.table_rows]
-    lines += ["", c.table_note, "", "## Data and configuration", ""]
+    lines += ["## Data and configuration", ""]
     lines += [f"- **{k}**: {v}" for k, v in c.facts]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

@@ -1,9 +1,18 @@
-"""Report sections beyond the main figures: one per experiment or analysis that has data.
+"""Report sections beyond the Summary and the main figures: one per topic that has data.
 
-A section builder takes the ReportData (with `metrics`, the tidy named-metric rows of the
-store, and `runs`, each with its `config`) and a folder for figures, and returns a Section,
-or None when its study has nothing for it. Builders run under the report's matplotlib style;
-their figures are saved as PNG + SVG by `save_figure`, and numbered after the main figures.
+The interface for a new section is one module with one function
+
+    def section(frames: Frames, folder: Path) -> Section | None
+
+that reads only the Frames (frames.py: `runs`, the long `values` table, `shown`), returns
+None when the study has nothing for it, and otherwise a Section built by `from_findings`
+from its Findings (finding.py: each sentence with its check), figures saved by
+`save_figure` into `folder`, and an optional table. List the function in
+report/__init__.py's `SECTIONS`. Builders run under the report's matplotlib style; their
+figures are numbered after the main figures.
+
+The older builders (analyses.py, experiments.py) still take the ReportData of data.py;
+`LegacyBuilder` is their signature until they move to the Frames.
 """
 
 from __future__ import annotations
@@ -17,6 +26,8 @@ from matplotlib.figure import Figure
 
 from .data import ReportData
 from .figures import FigureFile, save
+from .finding import Finding, ordered
+from .frames import Frames
 
 
 @dataclass(frozen=True)
@@ -27,9 +38,32 @@ class Section:
     figures: list[FigureFile] = field(default_factory=list)
     table_head: list[str] = field(default_factory=list)
     table_rows: list[list[str]] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)  # paragraphs' source, when known
 
 
-SectionBuilder = Callable[[ReportData, Path], Section | None]
+def from_findings(
+    key: str,
+    title: str,
+    findings: list[Finding | None],
+    figures: list[FigureFile] | None = None,
+    table_head: list[str] | None = None,
+    table_rows: list[list[str]] | None = None,
+) -> Section:
+    """A Section whose paragraphs are its findings' sentences, most important first."""
+    kept = ordered(findings)
+    return Section(
+        key,
+        title,
+        [f.text for f in kept],
+        list(figures or []),
+        list(table_head or []),
+        list(table_rows or []),
+        kept,
+    )
+
+
+SectionBuilder = Callable[[Frames, Path], Section | None]
+LegacyBuilder = Callable[[ReportData, Path], Section | None]
 
 
 def save_figure(fig: Figure, folder: Path, name: str, title: str, caption: str) -> FigureFile:
