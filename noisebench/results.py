@@ -100,10 +100,12 @@ class Results:
     def methods(self):
         """The training methods side by side (report/methods_section.py): per noise setting,
         the ranked table, the test-accuracy figure and the checked headlines."""
-        from .report.methods_section import frames, methods_section
+        from .report.frames import read
+        from .report.methods_section import methods_section
 
         with Store.open_existing(self.directory, readonly=True) as store:
-            return methods_section(*frames(store))
+            frames = read(store)
+        return methods_section(frames.runs, frames.values)
 
     def plot_kinds(self) -> list[str]:
         """The figure names `plot` accepts (those of the report)."""

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..errors import NoisebenchError
 from ..store import Store
+from . import label_issues_section, methods_section
 from .answer import summary
 from .data import ReportData, load
 from .figures import make_figures, styled
@@ -60,7 +61,7 @@ def write_report(directory: str | Path) -> dict[str, Path]:
 
 
 # New sections: one module each, `section(frames, folder) -> Section | None` (sections.py).
-SECTIONS: list[SectionBuilder] = []
+SECTIONS: list[SectionBuilder] = [label_issues_section.section, methods_section.section]
 
 
 def builders(data: ReportData) -> list[SectionBuilder]:

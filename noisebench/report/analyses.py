@@ -188,7 +188,8 @@ def issues_section(data: ReportData, folder: Path) -> Section | None:
         "After training, cleanlab's find_label_issues (prune_by_noise_rate) flags training "
         "examples from the model's own probabilities on them; precision and recall are "
         "against the labels the noise corrupted, "
-        "precision@k over the k least trusted examples, k = the number corrupted. Dotted: the "
+        "precision@k over the k examples of lowest self-confidence, k = the number corrupted. "
+        "Dotted: the "
         "base rate, the share of training labels the noise changed (the precision of a random "
         "pick). " + spread_note(len(data.study.seeds)),
     )

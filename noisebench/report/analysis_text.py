@@ -348,12 +348,13 @@ def issues_sentences(data: ReportData, m: Measured, setups: list[SetupInfo]) -> 
         p, r, pk, flagged = (m.final(s.name, lv, n) for n in ISSUES)
         share = corrupted_share(m, s, lv)
         out.append(
-            f"Under {s.name} at {level_text(s, lv)}, flagging each training example whose "
-            "probability for its given label is below the average for that label marks "
+            f"Under {s.name} at {level_text(s, lv)}, cleanlab's default filter "
+            "(prune_by_noise_rate) on the trained model's own probabilities flags "
             f"{pct(flagged)} of the training set; {pct(p)} of those are truly corrupted "
             f"(precision; a random pick would reach {pct(share)}: {versus(p, share)}), they "
             f"cover {pct(r)} of the corrupted labels "
-            f"(recall), and the k least trusted examples are {pct(pk)} corrupted (precision@k)."
+            f"(recall), and the k examples of lowest self-confidence are {pct(pk)} corrupted "
+            "(precision@k)."
         )
         if len(levels) > 1 and len(setups) == 1:
             lo, hi = levels[0], levels[-1]

@@ -1,12 +1,14 @@
 """The report's one data model: the store read once into tidy pandas frames.
 
-`Frames.runs` has one row per run (run_id, setup, noise, level, seed, train_size, status,
-pack_size, wall_s). `Frames.values` has one row per run × epoch × metric (run_id, epoch,
+`Frames.runs` has one row per run (run_id, setup, noise, level, seed, train_size, method,
+peer, status, pack_size, wall_s; method "ce" is plain cross-entropy, peer 1 the second
+network of a co-teaching pair). `Frames.values` has one row per run × epoch × metric (run_id, epoch,
 metric, value) for every metric, whether the store keeps it in its `epochs` table
 (train_loss, test_acc, ...) or in its `metrics` table (fit_noisy, fgsm@0.1, ...); epoch 0 is
 measured after training. `Frames.shown` places each finished run of the main training size
 in the setup × level cells the report shows: the shared clean baseline appears at level 0
-of every setup. Findings, tables and figures read these frames and nothing else.
+of every setup; only plain-ce runs are shown there (other training methods have their own
+section, methods_section.py). Findings, tables and figures read these frames and nothing else.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..store import EPOCH_COLUMNS, Store
-from ..study import Study
+from ..study import Study, method_label
 from ..summary import main_views
 
 FINISHED = ("done", "diverged")
@@ -144,6 +146,8 @@ def read(store: Store) -> Frames:
                 "level": float(r["level"]),
                 "seed": int(r["seed"]),
                 "train_size": r["config"].get("train_size"),  # None: the whole set
+                "method": method_label(tuple(r["config"].get("method", {}).items())),
+                "peer": r["config"].get("method", {}).get("peer", 0),
                 "status": r["status"],
                 "pack_size": r["pack_size"],
                 "wall_s": r["wall_s"],
@@ -157,6 +161,8 @@ def read(store: Store) -> Frames:
             "level",
             "seed",
             "train_size",
+            "method",
+            "peer",
             "status",
             "pack_size",
             "wall_s",
@@ -185,7 +191,7 @@ def read(store: Store) -> Frames:
 def _shown(study: Study, runs: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for r in runs.itertuples():
-        if r.status not in FINISHED:
+        if r.status not in FINISHED or r.method != "ce":
             continue
         size = None if r.train_size is None or _nan(r.train_size) else int(r.train_size)
         for target in main_views(study, r.setup, r.level, size):

@@ -19,11 +19,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+from .frames import Frames
+from .sections import Section as ReportSection
+from .sections import save_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -137,7 +142,7 @@ def _sentences(tidy: pd.DataFrame) -> list[str]:
             recall, flagged = stat(source, f"{MAIN}_recall"), stat(source, f"{MAIN}_flagged_share")
             auroc = stat(source, "self_confidence_auroc")
             out.append(
-                f"{setup} at level {level:g}, {source}: cleanlab's {MAIN} flags "
+                f"{setup} at X = {100 * level:g} %, {source}: cleanlab's {MAIN} flags "
                 f"{_pct(*flagged)} of the labels with precision {_pct(*precision)} (base rate "
                 f"{_pct(*base)}: the share of labels really changed) and recall "
                 f"{_pct(*recall)} (base rate: flagging as many at random finds {_pct(*flagged)}); "
@@ -150,11 +155,11 @@ def _sentences(tidy: pd.DataFrame) -> list[str]:
         ]
         comparisons = [c for c in comparisons if c]
         if comparisons:
-            out.append(f"{setup} at level {level:g}: " + "; ".join(comparisons) + ".")
+            out.append(f"{setup} at X = {100 * level:g} %: " + "; ".join(comparisons) + ".")
         matrix = {source: stat(source, "noise_matrix_mae")[0] for source in SOURCES.values()}
         if not math.isnan(matrix["out-of-sample"]):
             out.append(
-                f"{setup} at level {level:g}: cleanlab's estimate of the noise matrix "
+                f"{setup} at X = {100 * level:g} %: cleanlab's estimate of the noise matrix "
                 f"P(given | true) is off by {matrix['out-of-sample']:.3f} per entry on average "
                 f"out of sample, {matrix['in-sample']:.3f} in sample (labels changed: "
                 f"{_pct(*base)})."
@@ -201,3 +206,52 @@ def label_issues_section(runs: pd.DataFrame, metrics: pd.DataFrame) -> Section |
         return None
     table = _table(tidy)
     return Section(_sentences(tidy), _figure(table), table)
+
+
+def section(frames: Frames, folder: Path) -> ReportSection | None:
+    """The report's out-of-sample section (sections.py interface): only for studies with
+    label_issues = "cv"; the in-sample flags alone are reported by analyses.issues_section."""
+    if not frames.values.metric.str.startswith("cv_issues_").any():
+        return None
+    runs = frames.runs[frames.runs.run_id.isin(frames.shown.run_id)]
+    built = label_issues_section(runs, frames.values)
+    if built is None:
+        return None
+    figures = []
+    if built.figure is not None:
+        figures.append(
+            save_figure(
+                built.figure,
+                folder,
+                "label-issues-cv",
+                "Finding the wrong labels: in-sample vs out-of-sample probabilities",
+                "Precision against recall of each cleanlab filter after training, on the "
+                "trained model's own (in-sample) probabilities and on K-fold out-of-sample "
+                "ones; dashed: the base rate, the share of labels the noise changed. Means "
+                "over seeds.",
+            )
+        )
+    t = built.table
+    keep = ((t.method == MAIN) & t.statistic.isin(["precision", "recall", "f1"])) | (
+        (t.method == "self_confidence") & (t.statistic == "auroc")
+    )
+    wide = t[keep].pivot_table(
+        index=["setup", "level", "source"], columns="statistic", values="mean"
+    )
+    base = t[t.statistic == "base_rate"].groupby(["setup", "level"])["mean"].mean()
+    head = ["setup", "level", "probabilities", "labels changed %", "precision %", "recall %",
+            "F1 %", "AUROC"]  # fmt: skip
+    rows = [
+        [setup, f"{100 * level:g} %", source, f"{100 * base.get((setup, level), math.nan):.1f}"]
+        + [f"{100 * r.get(k, math.nan):.1f}" for k in ("precision", "recall", "f1")]
+        + [f"{r.get('auroc', math.nan):.2f}"]
+        for (setup, level, source), r in wide.iterrows()
+    ]
+    return ReportSection(
+        "label-issues-cv",
+        "Finding the wrong labels out of sample (K folds, cleanlab)",
+        built.paragraphs,
+        figures,
+        head,
+        rows,
+    )

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import matplotlib
 
@@ -31,6 +32,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from scipy import stats  # noqa: E402
+
+from .frames import Frames  # noqa: E402
+from .sections import Section, save_figure  # noqa: E402
 
 BASELINE = "ce"
 CLEAN = "clean"
@@ -230,29 +234,27 @@ def as_text(table: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def frames(store) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(runs, metrics) of a noisebench Store, as methods_section takes them."""
-    from ..study import method_label
-
-    runs = []
-    for row in store.runs():
-        method = row["config"].get("method", {})
-        runs.append(
-            {
-                "run_id": row["run_id"],
-                "setup": row["setup"],
-                "level": row["level"],
-                "seed": row["seed"],
-                "method": method_label(tuple(method.items())),
-                "peer": method.get("peer", 0),
-            }
+def section(frames: Frames, folder: Path) -> Section | None:
+    """The report's methods section (sections.py interface); None for a plain-ce study."""
+    if set(frames.runs.method) <= {BASELINE}:
+        return None
+    built = methods_section(frames.runs, frames.values)
+    figures, head, rows = [], [], []
+    for i, ((setup, level), fig) in enumerate(built.figures.items()):
+        name = f"{setup} at {100 * level:g} %"
+        figures.append(
+            save_figure(
+                fig,
+                folder,
+                f"methods-{i + 1}",
+                f"Training methods: {name}",
+                "Mean test accuracy per epoch of each training method (co-teaching: the "
+                "pair's first network); dotted: plain ce on clean labels.",
+            )
         )
-    epochs = pd.DataFrame(store.epochs())
-    long = epochs.melt(
-        id_vars=["run_id", "epoch"], value_vars=["test_acc"], var_name="metric", value_name="value"
+        text = as_text(built.tables[(setup, level)])
+        head = ["setting", *text.columns]
+        rows += [[name, *row] for row in text.astype(str).itertuples(index=False)]
+    return Section(
+        "methods", "Training methods against label noise", built.paragraphs, figures, head, rows
     )
-    named = pd.DataFrame(store.metrics("%"))
-    if len(named):
-        named = named.rename(columns={"name": "metric"})[["run_id", "epoch", "metric", "value"]]
-        long = pd.concat([long, named], ignore_index=True)
-    return pd.DataFrame(runs), long
