@@ -43,6 +43,35 @@ def test_a_run_trained_in_a_pack_matches_the_same_run_trained_alone(small_data):
         assert metrics(alone) == pytest.approx(metrics(packed[run.run_id]), rel=1e-5, abs=1e-6)
 
 
+def test_with_a_validation_split_a_run_is_the_same_in_a_pack_as_alone_bit_for_bit(
+    small_data, monkeypatch
+):
+    """640 examples less a 10% hold-out leave 577: every epoch ends on a batch of one, and
+    the 63 validation and 300 test images are measured in odd chunks. A matmul's result over
+    such a shape once depended on the run's place in the shard (the alignment of its slab of
+    the output, one batched gemm against a run's own): the numbers differed from epoch 2."""
+    study = dict(
+        STUDY,
+        validation=0.1,
+        analysis={"fgsm_eps": [0.1], "robustness_examples": 37, "label_issues": False},
+        setups=STUDY["setups"][:1],
+    )
+    runs = plan(parse_study(study))
+    assert engine.trainset.train_set_size(runs[0], small_data) == 577  # 18 batches of 32, and 1
+    monkeypatch.setenv("NOISEBENCH_SHARDS", "1")  # the four runs in one shard
+
+    def numbers(result) -> list:
+        return [{k: v for k, v in e.items() if not k.endswith("_s")} for e in result.epochs] + [
+            result.final
+        ]
+
+    packed = {r.run_id: numbers(r) for r in train_pack(runs[::-1], small_data)}
+    for run in runs:
+        alone = numbers(train_pack([run], small_data)[0])
+        assert "val_loss" in alone[-2] and "fgsm@0.1" in alone[-1]
+        assert alone == packed[run.run_id], f"seed {run.seed}, level {run.level}"
+
+
 def test_order_inside_a_pack_does_not_matter(small_data):
     runs = runs_of()
     forward = {r.run_id: metrics(r) for r in train_pack(runs, small_data)}
