@@ -113,7 +113,19 @@ class StackedMLP:
         return self.scales[i], self.shifts[i], self.running_means[i], self.running_vars[i]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits [R, B, C] for inputs [R, B, F], or [B, F] shared by every run."""
+        """Logits [R, B, C] for inputs [R, B, F], or [B, F] shared by every run.
+
+        Autograd may run through it (FGSM), and an `out=` matmul (stacked_empty) does not
+        allow that: each run is computed on its own, by the call it gets alone."""
+        runs = self.weights[0].shape[0]
+        if runs == 1:
+            return self._forward(x)
+        rows = [self.rows(r, r + 1) for r in range(runs)]
+        return torch.cat(
+            [m._forward(x[r : r + 1] if x.dim() == 3 else x) for r, m in enumerate(rows)]
+        )
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         last = len(self.weights) - 1
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             x = torch.baddbmm(b, x, w) if x.dim() == 3 else torch.matmul(x, w) + b
