@@ -34,7 +34,10 @@ def stacked_empty(runs: int, shape: tuple[int, ...], dtype, device) -> torch.Ten
     run gets alone). Contiguous, run r's slab starts r·size elements in, an alignment that
     depends on its place in the pack. With gaps, the output is not contiguous for R > 1, so
     torch multiplies run by run, each run one gemm into an aligned slab: the same call, bit
-    for bit, as the run alone (a [1, ...] tensor is contiguous, one gemm)."""
+    for bit, as the run alone (a [1, ...] tensor is contiguous, one gemm). Off the CPU (no
+    bit-identity is promised there) the tensor is plain contiguous."""
+    if torch.device(device).type != "cpu":
+        return torch.empty((runs, *shape), dtype=dtype, device=device)
     size = math.prod(shape)
     stride = (size // RUN_ALIGN + 1) * RUN_ALIGN
     return torch.empty(runs, stride, dtype=dtype, device=device)[:, :size].view(runs, *shape)
