@@ -43,6 +43,67 @@ def test_a_run_trained_in_a_pack_matches_the_same_run_trained_alone(small_data):
         assert metrics(alone) == pytest.approx(metrics(packed[run.run_id]), rel=1e-5, abs=1e-6)
 
 
+def test_with_a_validation_split_a_run_is_the_same_in_a_pack_as_alone_bit_for_bit(
+    small_data, monkeypatch
+):
+    """640 examples less a 10% hold-out leave 577: every epoch ends on a batch of one, and
+    the 63 validation and 300 test images are measured in odd chunks. A matmul's result over
+    such a shape once depended on the run's place in the shard (the alignment of its slab of
+    the output, one batched gemm against a run's own): the numbers differed from epoch 2."""
+    study = dict(
+        STUDY,
+        validation=0.1,
+        analysis={"fgsm_eps": [0.1], "robustness_examples": 37, "label_issues": False},
+        setups=STUDY["setups"][:1],
+    )
+    runs = plan(parse_study(study))
+    assert engine.trainset.train_set_size(runs[0], small_data) == 577  # 18 batches of 32, and 1
+    monkeypatch.setenv("NOISEBENCH_SHARDS", "1")  # the four runs in one shard
+
+    def numbers(result) -> list:
+        return [{k: v for k, v in e.items() if not k.endswith("_s")} for e in result.epochs] + [
+            result.final
+        ]
+
+    packed = {r.run_id: numbers(r) for r in train_pack(runs[::-1], small_data)}
+    for run in runs:
+        alone = numbers(train_pack([run], small_data)[0])
+        assert "val_loss" in alone[-2] and "fgsm@0.1" in alone[-1]
+        assert alone == packed[run.run_id], f"seed {run.seed}, level {run.level}"
+
+
+@pytest.mark.parametrize("batch", [1, 3, 37, 64])
+def test_a_stacked_models_outputs_are_each_runs_own_bit_for_bit(small_data, batch):
+    """Logits of four stacked runs, for batches whose [R, B, 10] slabs are not 16-byte
+    multiples: each run's are those of the run built alone, in every form the engine uses
+    (bytes in either layout, [0, 1] pixels per run or shared, and through autograd)."""
+    from noisebench.engine.model import StackedMLP
+    from noisebench.study import ModelSpec
+
+    spec, sizes = ModelSpec(hidden=[128, 128]), (784, 10)
+    seeds = [3, 1, 4, 1]
+    pack = StackedMLP(spec, seeds, sizes, "cpu")
+    x = small_data.train_x[:batch]
+    x01 = torch.rand(len(seeds), batch, 784, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        outputs = [
+            (pack.logits_of_bytes(x), lambda m, _: m.logits_of_bytes(x)),
+            (pack.logits_of_bytes(x, True), lambda m, _: m.logits_of_bytes(x, True)),
+            (pack(x01), lambda m, r: m(x01[r : r + 1])),
+            (pack(x01[0]), lambda m, _: m(x01[0])),
+        ]
+    with torch.enable_grad():
+        pack_grad = pack(x01.clone().requires_grad_())
+    for r, seed in enumerate(seeds):
+        alone = StackedMLP(spec, [seed], sizes, "cpu")
+        with torch.no_grad():
+            for packed, of_alone in outputs:
+                assert torch.equal(packed[r : r + 1], of_alone(alone, r)), (r, batch)
+        with torch.enable_grad():
+            own = alone(x01[r : r + 1].clone().requires_grad_())
+        assert torch.equal(pack_grad[r : r + 1].detach(), own.detach())
+
+
 def test_order_inside_a_pack_does_not_matter(small_data):
     runs = runs_of()
     forward = {r.run_id: metrics(r) for r in train_pack(runs, small_data)}

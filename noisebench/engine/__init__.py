@@ -25,6 +25,11 @@ What a step costs, and why it is written this way (bench/PERFORMANCE.md has the 
   whatever the thread count or NOISEBENCH_SHARDS: a run's numbers are then bit-identical in
   every process and whatever its pack (alone, or in a pack of any size or shard count), and
   checkpoints resume across them.
+- Every batched matmul writes into a tensor whose runs' slabs are 64-byte aligned with a gap
+  after each (model.stacked_empty): MKL's result depends on its output's alignment, and on
+  whether torch calls one batched gemm or one gemm per run. So torch multiplies run by run,
+  each run the same gemm into the same alignment as alone, whatever the batch shape (a
+  last batch of one, an odd validation set) and the run's place in its shard.
 - The model and training options (ModelSpec.batchnorm, dropout, loss; TrainSpec.schedule) are
   branches off this path, by hand as well (norm.py, backward.py, optimizer.py); when they are
   off, a step runs exactly the operations it ran before they existed.

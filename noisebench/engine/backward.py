@@ -25,6 +25,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .model import stacked_empty
+
 Loss = Callable[[Tensor, Tensor, Tensor], Tensor]  # (logits, labels, loss_sum) -> d/d(logits)
 
 
@@ -175,7 +177,8 @@ class ForwardCorrected:
     def __call__(self, logits: Tensor, labels: Tensor, loss_sum: Tensor) -> Tensor:
         runs, classes, b = logits.shape
         p = torch.softmax(logits, dim=1)
-        u = torch.bmm(self.transition.mT, p)  # [R, C, b]: u[k] = Σ_i T[i, k] p[i]
+        u = stacked_empty(runs, (classes, b), p.dtype, p.device)
+        torch.bmm(self.transition.mT, p, out=u)  # [R, C, b]: u[k] = Σ_i T[i, k] p[i]
         uy = u.gather(1, labels)
         loss_sum.sub_(uy.log().sum((1, 2)))
         column = self.transition.gather(2, labels.expand(runs, classes, b))  # T[i, y_b]

@@ -12,6 +12,7 @@ import torch
 from ..noise import PixelNoise, make_noise
 from ..noise.pixels import PixelReplace
 from ..study import RunSpec
+from .model import stacked_empty
 
 
 @dataclass
@@ -84,18 +85,28 @@ def pixel_groups(
 
 class Scratch:
     """Scratch tensors reused across steps, by name (of `dtype` unless told): filling a
-    multi-megabyte buffer again is measurably cheaper than allocating one at every step."""
+    multi-megabyte buffer again is measurably cheaper than allocating one at every step.
+    Their first axis is the runs, laid out by model.stacked_empty (matmuls write into them),
+    unless `flat`."""
 
     def __init__(self, device: torch.device, dtype: torch.dtype):
         self.device, self.dtype = device, dtype
         self.tensors: dict[str, torch.Tensor] = {}
 
     def __call__(
-        self, name: str, shape: tuple[int, ...], dtype: torch.dtype | None = None
+        self,
+        name: str,
+        shape: tuple[int, ...],
+        dtype: torch.dtype | None = None,
+        flat: bool = False,
     ) -> torch.Tensor:
         buf = self.tensors.get(name)
         if buf is None or buf.shape != shape:
-            buf = torch.empty(shape, dtype=dtype or self.dtype, device=self.device)
+            dtype = dtype or self.dtype
+            if flat:
+                buf = torch.empty(shape, dtype=dtype, device=self.device)
+            else:
+                buf = stacked_empty(shape[0], tuple(shape[1:]), dtype, self.device)
             self.tensors[name] = buf
         return buf
 
@@ -122,7 +133,7 @@ class Inputs:
         applied."""
         rows = idx if self.source is None else self.source.gather(1, idx)
         runs, b = rows.shape
-        raw = self.scratch("raw", (runs * b, self.train_x.shape[1]), torch.uint8)
+        raw = self.scratch("raw", (runs * b, self.train_x.shape[1]), torch.uint8, flat=True)
         raw = torch.index_select(self.train_x, 0, rows.reshape(-1), out=raw).view(runs, b, -1)
         began = time.perf_counter() if self.timing else 0.0
         late = []  # groups whose noise needs float pixels
@@ -139,7 +150,7 @@ class Inputs:
                 late.append(grp)
         if self.timing:
             self.noise_s += time.perf_counter() - began
-        x = self.scratch("x", raw.shape)
+        x = self.scratch("x", raw.shape, flat=True)
         x.copy_(raw)
         began = time.perf_counter() if self.timing else 0.0
         for grp in late:

@@ -21,6 +21,32 @@ ACT_INPLACE: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "tanh": torch.Tensor.tanh_,
 }
 BYTE = 1.0 / 255.0  # inputs are raw bytes; this scale is folded into the first layer
+RUN_ALIGN = 16  # elements: a run's slab of a stacked tensor starts 64 bytes (float32) apart
+
+
+def stacked_empty(runs: int, shape: tuple[int, ...], dtype, device) -> torch.Tensor:
+    """An uninitialised [runs, *shape] tensor whose runs' slabs start RUN_ALIGN elements
+    apart, with a gap after each: what every batched matmul of the runs writes into.
+
+    On CPU a run's matmul result depends on more than its own numbers: MKL's gemm gives
+    other bits when its output is not 16-byte aligned, and torch's bmm runs one batched gemm
+    over a contiguous [R, ...] output (another kernel, for some shapes, than the single gemm a
+    run gets alone). Contiguous, run r's slab starts r·size elements in, an alignment that
+    depends on its place in the pack. With gaps, the output is not contiguous for R > 1, so
+    torch multiplies run by run, each run one gemm into an aligned slab: the same call, bit
+    for bit, as the run alone (a [1, ...] tensor is contiguous, one gemm). Off the CPU (no
+    bit-identity is promised there) the tensor is plain contiguous."""
+    if torch.device(device).type != "cpu":
+        return torch.empty((runs, *shape), dtype=dtype, device=device)
+    size = math.prod(shape)
+    stride = (size // RUN_ALIGN + 1) * RUN_ALIGN
+    return torch.empty(runs, stride, dtype=dtype, device=device)[:, :size].view(runs, *shape)
+
+
+def stacked_like(t: torch.Tensor, fill: float | None = None) -> torch.Tensor:
+    """A stacked_empty tensor of t's shape, dtype and device, holding t's values (or `fill`)."""
+    out = stacked_empty(t.shape[0], tuple(t.shape[1:]), t.dtype, t.device)
+    return out.copy_(t) if fill is None else out.fill_(fill)
 
 
 def _uniform(shape: tuple[int, ...], bound: float, gen: torch.Generator) -> torch.Tensor:
@@ -55,8 +81,8 @@ class StackedMLP:
             bound = 1.0 / math.sqrt(fan_in)  # torch.nn.Linear's default initialisation
             w = torch.stack([_uniform((fan_out, fan_in), bound, g).T for g in gens])
             b = torch.stack([_uniform((1, fan_out), bound, g) for g in gens])
-            self.weights.append(w.contiguous().to(device).requires_grad_())
-            self.biases.append(b.to(device).requires_grad_())
+            self.weights.append(stacked_like(w.to(device)).requires_grad_())
+            self.biases.append(stacked_like(b.to(device)).requires_grad_())
         self.scales: list[torch.Tensor] = []
         self.shifts: list[torch.Tensor] = []
         self.running_means: list[torch.Tensor] = []
@@ -90,7 +116,19 @@ class StackedMLP:
         return self.scales[i], self.shifts[i], self.running_means[i], self.running_vars[i]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits [R, B, C] for inputs [R, B, F], or [B, F] shared by every run."""
+        """Logits [R, B, C] for inputs [R, B, F], or [B, F] shared by every run.
+
+        Autograd may run through it (FGSM), and an `out=` matmul (stacked_empty) does not
+        allow that: each run is computed on its own, by the call it gets alone."""
+        runs = self.weights[0].shape[0]
+        if runs == 1:
+            return self._forward(x)
+        rows = [self.rows(r, r + 1) for r in range(runs)]
+        return torch.cat(
+            [m._forward(x[r : r + 1] if x.dim() == 3 else x) for r, m in enumerate(rows)]
+        )
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         last = len(self.weights) - 1
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             x = torch.baddbmm(b, x, w) if x.dim() == 3 else torch.matmul(x, w) + b
@@ -105,18 +143,24 @@ class StackedMLP:
         """Logits [R, B, C] (or [R, C, B] with `classes_first`) for uint8 images [B, F]
         shared by every run, scaled by 1/255. The images are not copied per run (a stride-0
         batch), and every run's numbers are those it gets alone."""
-        runs = self.weights[0].shape[0]
+        runs, n = self.weights[0].shape[0], len(x)
         h = x.float().expand(runs, *x.shape)
         last = len(self.weights) - 1
+
+        def out(*shape: int) -> torch.Tensor:
+            return stacked_empty(runs, shape, h.dtype, h.device)
+
         for i in range(last):
             alpha = BYTE if i == 0 else 1.0
-            h = torch.baddbmm(self.biases[i], h, self.weights[i], alpha=alpha)
+            w = self.weights[i]
+            h = torch.baddbmm(self.biases[i], h, w, alpha=alpha, out=out(n, w.shape[2]))
             if self.batchnorm:
                 norm.infer_(h, *self.norm_tensors(i))
             h = ACT_INPLACE[self.activation](h)
+        w, b = self.weights[last], self.biases[last]
         if classes_first:
-            return torch.baddbmm(self.biases[last].mT, self.weights[last].mT, h.mT)
-        return torch.baddbmm(self.biases[last], h, self.weights[last])
+            return torch.baddbmm(b.mT, w.mT, h.mT, out=out(w.shape[2], n))
+        return torch.baddbmm(b, h, w, out=out(n, w.shape[2]))
 
 
 @torch.no_grad()

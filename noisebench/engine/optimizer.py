@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from ..study import TrainSpec
-from .model import StackedMLP
+from .model import StackedMLP, stacked_like
 
 
 def schedule(spec: TrainSpec, total_steps: int, step: int) -> tuple[float, float]:
@@ -86,7 +86,8 @@ class Optimizer:
         # the learning rate and momentum (Adam: beta1) of the current step
         self.lr, self.momentum = spec.lr, spec.momentum if not self.adam else 0.9
         names = ("exp_avg", "exp_avg_sq", "grads") if self.adam else ("momentum",)
-        self.state = state or {name: [torch.zeros_like(p) for p in self.params] for name in names}
+        # laid out as the parameters: the weight gradients are matmul outputs (stacked_empty)
+        self.state = state or {name: [stacked_like(p, 0.0) for p in self.params] for name in names}
 
     def rows(self, start: int, stop: int, model: StackedMLP) -> "Optimizer":
         """The optimizer of runs [start, stop), on `model` (their rows), sharing this state."""
