@@ -319,20 +319,20 @@ def memorising(fr: Frames, setup: str, lv: float) -> Finding | None:
     elif at_last <= fr.chance:
         text = (
             f"Under {setup} at X = {x(lv)}, the network has not memorised the noisy labels: it "
-            f"predicts the wrong training label for {acc(at_last)} of the images whose label "
-            f"was changed, no more than a random guess ({acc(fr.chance)})."
+            f"predicts the changed (wrong) label for {acc(at_last)} of the images whose label "
+            f"was changed, no more often than a random guess would ({acc(fr.chance)})."
         )
         holds = True
     elif p.epoch == last:
         text = (
-            f"Under {setup} at X = {x(lv)}, the network predicts the wrong training label for "
+            f"Under {setup} at X = {x(lv)}, the network predicts the changed (wrong) label for "
             f"{acc(at_last)} of the images whose label was changed (chance: {acc(fr.chance)})."
         )
         holds = True
     else:
         text = (
             f"Under {setup} at X = {x(lv)}, the data cannot tell whether the network memorises "
-            f"more noisy labels after its peak: it predicts the wrong training label for "
+            f"more noisy labels after its peak: it predicts the changed (wrong) label for "
             f"{acc(at_peak)} of the images whose label was changed at epoch {p.epoch} and "
             f"{acc(at_last)} at the last epoch."
         )
@@ -483,24 +483,30 @@ def no_information(fr: Frames) -> list[Finding]:
         59,
     )
     n_test = _n_test(fr)
-    parts, holds = [], True
+    parts, sides = [], []
     for s in setups:
         values = fr.last(s.name, 1.0, "test_acc")
         mean, half, n = mean_half(values - fr.chance)
         error = half if n >= 2 else binomial_half(fr.chance, n_test)
-        at_chance = math.isfinite(error) and abs(mean) <= error
-        holds &= at_chance
+        side = (
+            ""
+            if not math.isfinite(error) or abs(mean) <= error
+            else ("above" if mean > 0 else "below")
+        )
+        sides.append(side)
         parts.append(f"{acc(_mean(values))} under {s.name}")
+    holds = not any(sides)  # no setup can be told from chance
     if holds:
         text = (
-            f"Test accuracy there is at chance ({acc(fr.chance)}): {listing(parts)}."
-            if len(parts) <= 2
-            else f"Test accuracy at X = 100 % is at chance ({acc(fr.chance)}) for every setup."
+            f"Test accuracy there cannot be told from chance ({acc(fr.chance)}): {listing(parts)}."
         )
     else:
+        clear = [
+            f"{side} chance under {s.name}" for s, side in zip(setups, sides, strict=True) if side
+        ]
         text = (
-            f"Test accuracy there is {listing(parts)}, against {acc(fr.chance)} by guessing; "
-            "the data cannot tell that it is at chance."
+            f"Test accuracy there is {listing(parts)}, against {acc(fr.chance)} by guessing: "
+            f"clearly {listing(clear)}."
         )
     second = Finding(
         "at-chance",

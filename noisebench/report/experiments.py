@@ -81,9 +81,10 @@ def memorisation_section(data: ReportData, folder: Path) -> Section | None:
     sr = StudyRuns(data)
     if not sr.has("train_clean_acc"):
         return None
+    if data.study.stop_at_train_acc is None:
+        return None  # without a target to fit, the Summary and fitting-noise section say it
     randoms = sr.random_labels()
-    sweep = len(sr.sizes()) > 1 and data.study.stop_at_train_acc is not None
-    if not (randoms or sweep):
+    if not (randoms or len(sr.sizes()) > 1):
         return None
     target = _target(data)
     noisy = randoms or [g for g in sr.groups() if g[0] != CLEAN]
