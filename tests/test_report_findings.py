@@ -204,6 +204,25 @@ def test_peak_then_fall_is_reported_from_the_mean_curve(tmp_path):
     )
 
 
+@pytest.mark.parametrize("final, memorises", [(0.05, False), (0.60, True)])
+def test_memorising_the_noisy_labels_needs_more_than_a_random_guess(tmp_path, final, memorises):
+    """fit_noisy rises clearly after the peak in both stores; only above chance (10 %) is it
+    called memorising."""
+    directory = make_store(tmp_path, peak_then_fall, epochs=20)
+    for epoch in range(1, 21):
+        share = 0.02 + (final - 0.02) * max(0, epoch - 5) / 15
+        sql(
+            directory,
+            "INSERT INTO metrics SELECT run_id, ?, 'fit_noisy', ? + 0.001 * seed FROM runs "
+            "WHERE setup = 'label noise' AND level = 0.5",
+            epoch,
+            share,
+        )
+    text = findings(directory)["memorising"].text
+    assert ("the network memorises the noisy labels after its peak" in text) == memorises
+    assert ("has not memorised the noisy labels" in text) != memorises
+
+
 def test_a_peak_within_the_spread_is_not_called_a_fall(tmp_path):
     def flat(setup, level, seed, epoch):
         return 0.8 + (0.004 if epoch == 4 else 0.0) + 0.01 * ((seed * 5 + epoch * 3) % 7 - 3)

@@ -309,7 +309,7 @@ def memorising(fr: Frames, setup: str, lv: float) -> Finding | None:
     last = int(table.columns[-1])
     rise = paired(table[last], table[p.epoch])
     at_peak, at_last = float(table[p.epoch].mean()), float(table[last].mean())
-    if p.epoch != last and rise.clear and rise.mean > 0:
+    if p.epoch != last and rise.clear and rise.mean > 0 and at_last > fr.chance:
         text = (
             f"Under {setup} at X = {x(lv)}, the network memorises the noisy labels after its "
             f"peak: of the training images whose label was changed, it predicts that wrong "

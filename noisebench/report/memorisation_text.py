@@ -93,9 +93,11 @@ def scaling_sentence(sr: StudyRuns, groups: list[Group], reach: dict) -> str | N
         mine = dict(rows[noisy])
         ratios = [mine[n].mean / clean[n].mean for n in mine if n in clean]
         if all(r > 1 for r in ratios):
+            low, high = f"{min(ratios):.1f}", f"{max(ratios):.1f}"
+            times = low if low == high else f"{low} to {high}"
             text += (
-                f"; at every N the noisy labels need more epochs than the true ones "
-                f"({min(ratios):.1f} to {max(ratios):.1f} times as many)"
+                "; at every N the noisy labels need more epochs than the true ones "
+                f"({times} times as many)"
             )
     return text + "."
 
