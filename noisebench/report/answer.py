@@ -319,21 +319,23 @@ def memorising(fr: Frames, setup: str, lv: float) -> Finding | None:
     elif at_last <= fr.chance:
         text = (
             f"Under {setup} at X = {x(lv)}, the network has not memorised the noisy labels: it "
-            f"predicts the changed (wrong) label for {acc(at_last)} of the images whose label "
-            f"was changed, no more often than a random guess would ({acc(fr.chance)})."
+            f"predicts the changed (wrong) label for {acc(at_last)} of the training images "
+            f"whose label was changed, no more often than a random guess would "
+            f"({acc(fr.chance)})."
         )
         holds = True
     elif p.epoch == last:
         text = (
             f"Under {setup} at X = {x(lv)}, the network predicts the changed (wrong) label for "
-            f"{acc(at_last)} of the images whose label was changed (chance: {acc(fr.chance)})."
+            f"{acc(at_last)} of the training images whose label was changed "
+            f"(chance: {acc(fr.chance)})."
         )
         holds = True
     else:
         text = (
             f"Under {setup} at X = {x(lv)}, the data cannot tell whether the network memorises "
             f"more noisy labels after its peak: it predicts the changed (wrong) label for "
-            f"{acc(at_peak)} of the images whose label was changed at epoch {p.epoch} and "
+            f"{acc(at_peak)} of the training images whose label was changed at epoch {p.epoch} and "
             f"{acc(at_last)} at the last epoch."
         )
         holds = False

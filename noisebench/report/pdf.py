@@ -18,7 +18,6 @@ from reportlab.platypus import (
     CondPageBreak,
     Image,
     KeepTogether,
-    PageBreak,
     Paragraph,
     SimpleDocTemplate,
     Spacer,
@@ -124,9 +123,7 @@ def write_pdf(c: Content, path: Path) -> Path:
             ]
         )
     )
-    story += [tbl, Spacer(1, 2 * mm), _p(c.table_note, st["small"])]
-
-    story += [PageBreak()]
+    story += [tbl, Spacer(1, 2 * mm), _p(c.table_note, st["small"]), Spacer(1, 4 * mm)]
 
     def figure(f: FigureFile) -> KeepTogether:
         return KeepTogether(
