@@ -10,10 +10,14 @@ failure leaves the previous report (or none) untouched rather than half-written.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+
+import filelock
 
 from ..errors import NoisebenchError
 from ..store import Store
@@ -43,11 +47,7 @@ def write_report(directory: str | Path) -> dict[str, Path]:
     with Store.open_existing(directory, readonly=True) as store:
         data = load(store, directory)
         frames = data.frames
-    try:
-        stage = Path(tempfile.mkdtemp(prefix=".report-", dir=directory))
-    except OSError as exc:
-        raise NoisebenchError(f"cannot write the report into {directory}: {exc.strerror}") from None
-    try:
+    with _staging(directory) as stage:
         figures = make_figures(data, stage / "figures")
         extra = sections(frames, data, stage / "figures")
         c = content(data, frames, summary(frames), figures, extra)
@@ -55,9 +55,35 @@ def write_report(directory: str | Path) -> dict[str, Path]:
         write_markdown(c, stage / NAMES["md"])
         write_pdf(c, stage / NAMES["pdf"])
         _publish(stage, directory)
+    return {key: directory / name for key, name in NAMES.items()}
+
+
+REPORT_LOCK = ".noisebench-report.lock"  # held while a report of the directory is written
+
+
+@contextlib.contextmanager
+def _staging(directory: Path) -> Iterator[Path]:
+    """A fresh staging folder in `directory`, removed afterwards. Reports of one study take
+    turns, so any `.report-*` folder found while holding the lock is a killed report's."""
+    lock = filelock.FileLock(directory / REPORT_LOCK)
+    try:
+        lock.acquire()
+        for leftover in directory.glob(".report-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        stage = Path(tempfile.mkdtemp(prefix=".report-", dir=directory))
+    except OSError as exc:
+        _unlock(lock, directory)
+        raise NoisebenchError(f"cannot write the report into {directory}: {exc.strerror}") from None
+    try:
+        yield stage
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    return {key: directory / name for key, name in NAMES.items()}
+        _unlock(lock, directory)
+
+
+def _unlock(lock: filelock.FileLock, directory: Path) -> None:
+    (directory / REPORT_LOCK).unlink(missing_ok=True)  # unlinked while held, as a run's lock is
+    lock.release()
 
 
 # New sections: one module each, `section(frames, folder) -> Section | None` (sections.py).
