@@ -22,9 +22,9 @@ from noisebench.report.experiment_text import buyback, seconds_text
 from noisebench.report.experiments import (
     SECTIONS,
     early_stopping_section,
-    memorisation_section,
     model_size_section,
     sample_size_section,
+    small_set_section,
     zero_loss_section,
 )
 from noisebench.report.words import acc
@@ -132,7 +132,7 @@ def test_clean_and_random_labels_are_memorised_to_the_target(memorised):
 
 def test_the_memorisation_section_reports_epochs_and_chance_test_accuracy(memorised, tmp_path):
     _, data, runs, metrics = memorised
-    section = build(memorisation_section, data, tmp_path)
+    section = build(small_set_section, data, tmp_path)
     assert section is not None and section.key == "memorisation"
     assert [f.name for f in section.figures] == ["memorisation-curves", "memorisation-epochs"]
     text = " ".join(section.paragraphs)
@@ -172,7 +172,7 @@ def test_a_run_that_misses_the_target_is_named_and_counted(memorised, tmp_path):
         sql(copy, update, value, run["run_id"], name)
     with Store.open_existing(copy) as store:
         data = load(store, copy)
-    text = " ".join(build(memorisation_section, data, tmp_path / "figures").paragraphs)
+    text = " ".join(build(small_set_section, data, tmp_path / "figures").paragraphs)
     assert "With uniform labels at X = 100 %, 1 of 2 runs reach 99.99 %" in text
     assert (
         "1 run never reaches 99.99 % within 40 epochs: uniform labels at X = 100 %, N = 200 "
@@ -267,7 +267,7 @@ def test_the_sample_size_section_shows_accuracy_and_time_against_n(tmp_path_fact
         len(clean) == 6 and f"test accuracy rises from {acc(sum(clean_200) / 2)} at N = 200" in text
     )
     assert "With uniform labels at X = 50 %" in text
-    assert memorisation_section(data, tmp_path) is None
+    assert small_set_section(data, tmp_path) is None
     assert zero_loss_section(data, tmp_path) is None
 
 

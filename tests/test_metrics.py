@@ -200,7 +200,7 @@ def measure_all(model: StackedMLP, x, y, labels, corrupted, chunk=metrics.CHUNK,
         "fgsm": metrics.fgsm_accuracy(model, x, y, eps, chunk=chunk),
         "random": metrics.random_sign_accuracy(model, x, y, eps, gens, chunk=chunk),
         "probabilities": metrics.class_probabilities(model, x, chunk=chunk),
-        **metrics.memorisation_split(model, x, labels, y, corrupted, chunk=chunk),
+        **metrics.label_fit_split(model, x, labels, y, corrupted, chunk=chunk),
     }
 
 
@@ -262,10 +262,10 @@ def test_a_briefly_trained_model_ranks_the_corrupted_labels_lowest_until_it_memo
     for run in early:  # chance: 0.4
         assert run["precision_at_k"] > 0.75 and run["self_confidence_auroc"] > 0.85
         assert run["precision"] > 0.6 and run["recall"] > 0.6
-    split = metrics.memorisation_split(model, x, given, true, corrupted)
+    split = metrics.label_fit_split(model, x, given, true, corrupted)
     assert (split["true_fit"] > split["noisy_fit"] + 0.4).all()
     train(model, x, given, 60)  # 640 examples: the noisy labels get learnt by heart
-    split = metrics.memorisation_split(model, x, given, true, corrupted)
+    split = metrics.label_fit_split(model, x, given, true, corrupted)
     assert (split["noisy_fit"] > 0.9).all() and (split["true_fit"] < 0.1).all()
     for before, after in zip(early, found(), strict=True):
         assert after["precision_at_k"] < before["precision_at_k"] - 0.2
@@ -291,7 +291,7 @@ def oracle_pack():
 
 def test_memorisation_split_of_hand_built_runs():
     model, x, given, true, corrupted = oracle_pack()
-    split = metrics.memorisation_split(model, x, given, true, corrupted, chunk=5)
+    split = metrics.label_fit_split(model, x, given, true, corrupted, chunk=5)
     # run 0 predicts the truth; run 1 says 0: right for the corrupted example 3 (given 0) and
     # clean examples 4, 8, 12, and the truth of the corrupted example 0
     assert split["noisy_fit"].tolist() == [0.0, 0.5, 0.0]
@@ -299,6 +299,6 @@ def test_memorisation_split_of_hand_built_runs():
     assert split["clean_fit"].tolist() == [1.0, 3 / 14, 1.0]
     assert split["train_acc"].tolist() == [14 / 16, 4 / 16, 12 / 16]
     clean = torch.zeros_like(corrupted)
-    alone = metrics.memorisation_split(model, x, true.expand(3, -1), true, clean)
+    alone = metrics.label_fit_split(model, x, true.expand(3, -1), true, clean)
     assert alone["noisy_fit"].isnan().all() and alone["true_fit"].isnan().all()
     assert alone["clean_fit"].tolist() == alone["train_acc"].tolist() == [1.0, 0.25, 1.0]

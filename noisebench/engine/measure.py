@@ -111,7 +111,7 @@ def epoch_metrics(
         return out
     for seen in _seen(sets.train_x, trains, sets.watched):
         part = model.rows(seen.start, seen.stop)
-        split = metrics.memorisation_split(part, seen.x, seen.given, seen.true, seen.corrupted)
+        split = metrics.label_fit_split(part, seen.x, seen.given, seen.true, seen.corrupted)
         for i, r in enumerate(range(seen.start, seen.stop)):
             out[r]["train_clean_acc"] = float(split["train_acc"][i])
             if trains[r].label_noise is not None:

@@ -10,7 +10,7 @@ evaluated alone (`random_sign_accuracy` too, when it is given one generator per 
 - calibration / reliability: is a run's confidence its accuracy?
 - fgsm_accuracy / random_sign_accuracy: how fragile are its decisions (worst-case vs random)?
 - class_probabilities: what cleanlab finds the corrupted training labels from.
-- memorisation_split: did it learn the noisy labels or the true ones?
+- label_fit_split: did it learn the noisy labels or the true ones?
 """
 
 from collections.abc import Callable, Iterator, Sequence
@@ -179,7 +179,7 @@ def class_probabilities(model: StackedMLP, x: Tensor, chunk: int = CHUNK) -> Ten
 # --- memorisation --------------------------------------------------------------------------
 
 
-def memorisation_split(
+def label_fit_split(
     model: StackedMLP,
     x: Tensor,
     given: Tensor,

@@ -92,7 +92,7 @@ SECTIONS: list[SectionBuilder] = [label_issues_section.section, methods_section.
 
 def builders(data: ReportData) -> list[SectionBuilder]:
     """The section builders in report order: the older ones (on ReportData), then SECTIONS."""
-    from .analyses import SECTIONS as MEASURED
+    from .diagnostics import SECTIONS as MEASURED
     from .experiments import SECTIONS as EXPERIMENTS
 
     def on_frames(build: LegacyBuilder) -> SectionBuilder:

@@ -39,7 +39,7 @@ def group_colour(sr: StudyRuns, group: Group):
 
 
 # --- memorisation -----------------------------------------------------------------------------
-def memorisation_curves(
+def small_set_curves(
     sr: StudyRuns, groups: list[Group], target: float, fits: dict[tuple[Group, int], LogisticFit]
 ) -> Figure:
     """A panel per group: training accuracy on clean inputs per epoch, a line per N, with the
@@ -78,7 +78,7 @@ def memorisation_curves(
     return fig
 
 
-def memorisation_epochs(
+def epochs_to_target(
     sr: StudyRuns, groups: list[Group], reach: dict[str, int | None], target: float
 ) -> Figure:
     """Left: epochs to reach the target against N (× at the cap: a run that never did).

@@ -1,5 +1,5 @@
-"""Report sections of the experiment presets: model size, memorisation, zero training loss,
-sample size and early stopping (builders in SECTIONS, see sections.py).
+"""Report sections of the experiment presets: model size, fitting small training sets, zero
+training loss, sample size and early stopping (builders in SECTIONS, see sections.py).
 
 Each builder reads every finished run of every training-set size (experiment_runs.StudyRuns)
 and returns None when the study has nothing for it. Every number in a sentence is read from
@@ -28,7 +28,8 @@ from .experiment_text import (
 )
 from .figures import FigureFile, spread_note
 from .fits import LogisticFit, fit_logistic
-from .memorisation_text import (
+from .sections import LegacyBuilder, Section, save_figure
+from .small_set_text import (
     DEFAULT_TARGET,
     missed_sentence,
     plateau_sentence,
@@ -39,7 +40,6 @@ from .memorisation_text import (
     zero_loss_sentences,
     zero_rows,
 )
-from .sections import LegacyBuilder, Section, save_figure
 
 MAX_PANELS = 4
 ACTIVATIONS = {"relu": "ReLU", "tanh": "tanh", "sigmoid": "sigmoid"}
@@ -77,7 +77,7 @@ def _fit(sr: StudyRuns, group: Group, n: int) -> LogisticFit | None:
     return fit_logistic([e.mean for e in ests], sr.data.chance) if ests else None
 
 
-def memorisation_section(data: ReportData, folder: Path) -> Section | None:
+def small_set_section(data: ReportData, folder: Path) -> Section | None:
     sr = StudyRuns(data)
     if not sr.has("train_clean_acc"):
         return None
@@ -100,7 +100,7 @@ def memorisation_section(data: ReportData, folder: Path) -> Section | None:
         plateau_sentence(sr, groups, fits),
     ]
     curves = save_figure(
-        figs.memorisation_curves(sr, groups, target, {k: v for k, v in fits.items() if v}),
+        figs.small_set_curves(sr, groups, target, {k: v for k, v in fits.items() if v}),
         folder,
         "memorisation-curves",
         "Fitting random labels: training accuracy per epoch, per training-set size",
@@ -117,7 +117,7 @@ def memorisation_section(data: ReportData, folder: Path) -> Section | None:
     )
     figures = [curves]
     if len(sr.sizes()) > 1:
-        figures.append(memorisation_epochs_figure(sr, groups, reach, target, folder))
+        figures.append(epochs_to_target_figure(sr, groups, reach, target, folder))
     scales = ", and how it scales with N" if len(sr.sizes()) > 1 else ""
     return Section(
         "memorisation",
@@ -127,11 +127,11 @@ def memorisation_section(data: ReportData, folder: Path) -> Section | None:
     )
 
 
-def memorisation_epochs_figure(
+def epochs_to_target_figure(
     sr: StudyRuns, groups: list[Group], reach: dict, target: float, folder: Path
 ) -> FigureFile:
     return save_figure(
-        figs.memorisation_epochs(sr, groups, reach, target),
+        figs.epochs_to_target(sr, groups, reach, target),
         folder,
         "memorisation-epochs",
         "Fitting random labels: epochs needed and test accuracy against N",
@@ -296,7 +296,7 @@ def early_stopping_section(data: ReportData, folder: Path) -> Section | None:
 
 SECTIONS: list[LegacyBuilder] = [
     model_size_section,
-    memorisation_section,
+    small_set_section,
     zero_loss_section,
     sample_size_section,
     early_stopping_section,

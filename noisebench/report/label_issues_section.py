@@ -210,7 +210,7 @@ def label_issues_section(runs: pd.DataFrame, metrics: pd.DataFrame) -> Section |
 
 def section(frames: Frames, folder: Path) -> ReportSection | None:
     """The report's out-of-sample section (sections.py interface): only for studies with
-    label_issues = "cv"; the in-sample flags alone are reported by analyses.issues_section."""
+    label_issues = "cv"; the in-sample flags alone are reported by diagnostics.issues_section."""
     if not frames.values.metric.str.startswith("cv_issues_").any():
         return None
     runs = frames.runs[frames.runs.run_id.isin(frames.shown.run_id)]

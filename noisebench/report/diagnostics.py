@@ -1,17 +1,18 @@
-"""Report sections on what noise does to the trained models (issue #5), from the named metrics.
+"""Report sections on what noise does to the trained models, from the named metrics.
 
 Each builder returns a Section (sentences, a figure) or None when the study has no data for
-it: memorisation of noisy labels over epochs, calibration, robustness to FGSM, finding the
+it: fitting the noisy labels over epochs, calibration, robustness to FGSM, finding the
 wrong labels, and (with four or more setups) the setups ranked by accuracy lost. The
-sentences are written by analysis_text.py, the figures drawn by analysis_figures.py.
+sentences are written by diagnostic_text.py, the figures drawn by diagnostic_figures.py.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from . import analysis_figures as figs
-from .analysis_text import (
+from . import diagnostic_figures as figs
+from .data import ReportData, SetupInfo
+from .diagnostic_text import (
     ISSUES,
     _final_gap,
     _finite,
@@ -21,7 +22,7 @@ from .analysis_text import (
     crossings_sentence,
     issues_sentences,
     listing,
-    memorised,
+    noisy_fit_sentence,
     others_sentence,
     overtakes,
     pct,
@@ -29,7 +30,6 @@ from .analysis_text import (
     robustness_sentences,
     versus,
 )
-from .data import ReportData, SetupInfo
 from .figures import spread_note
 from .measured import Measured, counts_copies, level_text, middle, spread
 from .sections import LegacyBuilder, Section, save_figure
@@ -41,7 +41,7 @@ def _label_setups(data: ReportData, m: Measured, name: str) -> list[SetupInfo]:
 
 
 # --- memorisation ----------------------------------------------------------------------------
-def memorisation_section(data: ReportData, folder: Path) -> Section | None:
+def noisy_fit_section(data: ReportData, folder: Path) -> Section | None:
     m = Measured(data)
     setups = _label_setups(data, m, "fit_noisy")
     if not setups:
@@ -56,7 +56,7 @@ def memorisation_section(data: ReportData, folder: Path) -> Section | None:
     for s in setups if len(setups) <= 2 else setups[:1]:
         informative = [lv for lv in shown[s.name] if not random_labels(s, lv)]
         top = (informative or shown[s.name])[-1]
-        texts.append(memorised(m, s, top, crossings[(s.name, top)]))
+        texts.append(noisy_fit_sentence(m, s, top, crossings[(s.name, top)]))
         if len(shown[s.name]) > 1:
             texts.append(crossings_sentence(m, s, shown[s.name], crossings))
     if len(setups) > 2:
@@ -64,7 +64,7 @@ def memorisation_section(data: ReportData, folder: Path) -> Section | None:
     texts = [t for t in texts if t]
     if not texts:
         return None
-    fig = figs.memorisation(data, m, shown, crossings)
+    fig = figs.noisy_fit(data, m, shown, crossings)
     figure = save_figure(
         fig,
         folder,
@@ -268,7 +268,7 @@ def ranking_section(data: ReportData, folder: Path) -> Section | None:
 
 SECTIONS: list[LegacyBuilder] = [
     ranking_section,
-    memorisation_section,
+    noisy_fit_section,
     calibration_section,
     robustness_section,
     issues_section,

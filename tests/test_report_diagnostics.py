@@ -18,14 +18,14 @@ import pytest
 from helpers import copy_store, sql
 
 from noisebench.report import load, write_report
-from noisebench.report.analyses import memorisation_section, robustness_section
+from noisebench.report.diagnostics import noisy_fit_section, robustness_section
 from noisebench.runner import run_study
 from noisebench.store import Store
 from noisebench.study import parse_study
 from noisebench.summary import estimate
 
 STUDY = {
-    "name": "analyses",
+    "name": "diagnostics",
     "seeds": [0, 1],
     "levels": [0.0, 0.5, 0.8],
     "train": {"epochs": 3, "batch_size": 128, "lr": 0.05},
@@ -48,7 +48,7 @@ LABEL_ONLY = ("fitting-noise", "label-issues")
 
 @pytest.fixture(scope="module")
 def study_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("analyses")
+    out = tmp_path_factory.mktemp("diagnostics")
     run_study(parse_study(STUDY), out, dataset="mnist-sample", warn=lambda msg: None)
     write_report(out)
     return out
@@ -173,7 +173,7 @@ def test_the_epoch_the_noisy_label_overtakes_follows_the_numbers(study_dir, tmp_
         f"UPDATE metrics SET value = CASE WHEN epoch = 1 THEN 0.5 ELSE 0.2 END + 0.01 * {seed}"
         f" WHERE name = 'fit_true' AND run_id IN ({runs})",
     )
-    section = rebuild(directory, memorisation_section, tmp_path)
+    section = rebuild(directory, noisy_fit_section, tmp_path)
     first = section.paragraphs[0]
     assert first.startswith("Under uniform labels at X = 80 %, the network first fits the true")
     assert "at epoch 1 it predicts the true label for 50.5 ± 6.4 %" in first
@@ -240,7 +240,7 @@ def test_a_study_without_label_noise_has_no_label_sections(tmp_path):
 
 
 def test_calibration_words_follow_the_sign_and_say_when_one_seed_cannot_tell():
-    from noisebench.report.analysis_text import _confident
+    from noisebench.report.diagnostic_text import _confident
     from noisebench.summary import estimate
 
     assert _confident(estimate([0.13])) == "over-confident (one seed, so uncertain)"

@@ -1,4 +1,4 @@
-"""Sentences of the analysis sections (analyses.py), and the wording they share.
+"""Sentences of the diagnostic sections (diagnostics.py), and the wording they share.
 
 Every number in a sentence is a mean over seeds with its 95 % CI (summary.estimate); a
 comparison whose CIs overlap is said to be not distinguishable.
@@ -111,7 +111,7 @@ def random_labels(setup: SetupInfo, lv: float) -> bool:
     return x_share(setup, lv) >= 100 and setup.noise in ("labels.uniform", "labels.shuffle")
 
 
-def memorised(m: Measured, setup: SetupInfo, lv: float, cross: int | None) -> str | None:
+def noisy_fit_sentence(m: Measured, setup: SetupInfo, lv: float, cross: int | None) -> str | None:
     noisy = m.per_epoch(setup.name, lv, "fit_noisy")
     true = m.per_epoch(setup.name, lv, "fit_true")
     last, n_last = _last(noisy)

@@ -1,5 +1,5 @@
-"""Figures of the analysis sections (analyses.py): memorisation over epochs, calibration,
-robustness to FGSM, finding the wrong labels, and the setups ranked by accuracy lost.
+"""Figures of the diagnostic sections (diagnostics.py): fitting the noisy labels over epochs,
+calibration, robustness to FGSM, finding the wrong labels, and the setups ranked by accuracy lost.
 
 Every line is a mean over seeds with its 95 % CI as a band (or bar); colours follow the main
 figures: one per setup, one viridis shade per noise level.
@@ -39,7 +39,7 @@ def _level_colour(setup: SetupInfo, level: float):
     return level_colour(x_share(setup, level) / 100)
 
 
-def memorisation(
+def noisy_fit(
     data: ReportData, m: Measured, shown: dict[str, list[float]], crossings: dict
 ) -> Figure:
     """Per label-noise setup and level: the three fits of the training set per epoch."""

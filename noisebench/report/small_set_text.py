@@ -1,6 +1,6 @@
-"""Sentences of the memorisation and zero-training-loss sections: how many runs reach the
-training-accuracy target, after how many epochs, how that scales with N, and what the trained
-networks score on the test set. Every number is read from the runs.
+"""Sentences of the small-set fitting (memorization preset) and zero-training-loss sections:
+how many runs reach the training-accuracy target, after how many epochs, how that scales with
+N, and what the trained networks score on the test set. Every number is read from the runs.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from .experiment_text import epochs_text
 from .fits import LogisticFit
 from .words import acc, pts
 
-DEFAULT_TARGET = 0.9999  # "memorised" when the study sets no training-accuracy target
+DEFAULT_TARGET = 0.9999  # "fitted" when the study sets no training-accuracy target
 NEAR_CHANCE = 0.05  # a test accuracy this close to 1/K is at chance
 FITTED = 0.999  # training accuracy that counts as fitting the training labels
 
