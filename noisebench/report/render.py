@@ -22,7 +22,7 @@ from .finding import Finding
 from .frames import Frames
 from .sections import Section
 from .stats import mean_half
-from .words import pm, span
+from .words import count, pm, span
 
 TABLE_TITLE = "Test accuracy per setup and level: best epoch and last epoch"
 
@@ -201,7 +201,9 @@ def table(frames: Frames) -> tuple[list[str], list[list[str]], str]:
             rows.append(
                 [
                     setup,
-                    f"{lv * 100:.0f}",
+                    count(round(lv), "copy", "copies")
+                    if counts_copies(frames.noise_of(setup))
+                    else f"{lv * 100:.0f}",
                     best,
                     epoch,
                     pm(*mean_half(last)[:2]),
@@ -255,10 +257,16 @@ def title(frames: Frames) -> tuple[str, str]:
     setups = [s for s in frames.setups if frames.levels(s)]
     what = " vs ".join(setups) if len(setups) <= 3 else f"{len(setups)} kinds of noise"
     what = what[:1].upper() + what[1:]
-    levels = sorted({lv for s in setups for lv in frames.levels(s)})
+
+    def copies(setup: str) -> bool:
+        return counts_copies(frames.noise_of(setup))
+
+    shares = sorted({lv for s in setups if not copies(s) for lv in frames.levels(s)})
+    counts = sorted({lv for s in setups if copies(s) for lv in frames.levels(s)})
     seeds = len(frames.seeds)
     bits = [
-        span(levels) if levels else "",
+        span(shares) if shares else "",
+        f"{counts[0]:.0f}–{counts[-1]:.0f} noisy copies" if len(counts) > 1 else "",
         f"{seeds} seed{'s' if seeds != 1 else ''}",
         f"{frames.epochs} epochs",
         f"on {frames.meta.get('dataset')}",
