@@ -17,6 +17,7 @@ from helpers import sql
 from noisebench.report import explain, read
 from noisebench.report.answer import summary
 from noisebench.report.finding import Finding
+from noisebench.report.render import table, title
 from noisebench.report.stats import binomial_half, paired
 from noisebench.store import Store
 from noisebench.study import parse_study, plan
@@ -35,6 +36,7 @@ def make_store(
     levels: list[float] = (0.0, 0.3, 0.5, 0.7, 1.0),
     epochs: int = 10,
     dataset: str = "mnist-sample",
+    setups: list[dict] = SETUPS,
 ) -> Path:
     study = parse_study(
         {
@@ -42,7 +44,7 @@ def make_store(
             "seeds": list(seeds),
             "levels": list(levels),
             "train": {"epochs": epochs},
-            "setups": SETUPS,
+            "setups": list(setups),
         }
     )
     runs = plan(study)
@@ -348,3 +350,13 @@ def test_no_line_is_drawn_across_a_level_that_was_not_measured(tmp_path):
     assert np.isnan(y[2]) and np.isfinite(y[[0, 1, 3, 4]]).all()
     # X = 50 % is not shared any more: the headline moves to the nearest shared level
     assert findings(directory)["values-last"].text.startswith("At X = 30 %")
+
+
+def test_noisy_copies_are_written_as_copies_in_the_title_and_the_table(tmp_path):
+    diluted = {"name": "diluted labels", "noise": "labels.dilution", "levels": [0, 1, 2, 5]}
+    directory = make_store(tmp_path, lambda *_: 0.8, setups=[*SETUPS, diluted])
+    with Store.open_existing(directory, readonly=True) as store:
+        frames = read(store)
+    assert title(frames)[1] == "X = 0–100 %, 0–5 noisy copies, 3 seeds, 10 epochs, on mnist-sample"
+    levels = [row[1] for row in table(frames)[1] if row[0] == "diluted labels"]
+    assert levels == ["0 copies", "1 copy", "2 copies", "5 copies"]
