@@ -1,17 +1,22 @@
 """Sentences of the diagnostic sections (diagnostics.py), and the wording they share.
 
-Every number in a sentence is a mean over seeds with its 95 % CI (summary.estimate); a
-comparison whose CIs overlap is said to be not distinguishable.
+Every number in a sentence is a mean over seeds with its 95 % CI (summary.estimate). Every
+comparison is a paired difference over seeds (stats.paired: same seed, same initialisation
+and batch order) and is called a difference only when its 95 % t-interval excludes zero; with
+one seed, only a test-set accuracy difference larger than the test set's sampling error is.
 """
 
 from __future__ import annotations
 
 import math
 
+import pandas as pd
+
 from ..summary import Estimate, estimate
 from .data import ReportData, SetupInfo
 from .measured import Measured, counts_copies, level_text, middle, unperturbed, x_share
-from .words import acc, has_ci
+from .stats import Paired, paired
+from .words import acc, has_ci, pts
 
 
 # --- wording -------------------------------------------------------------------------------
@@ -22,16 +27,21 @@ def pct(e: Estimate) -> str:
     return f"{e.mean * 100:.1f} ± {e.half * 100:.1f} %"
 
 
-def signed(e: Estimate) -> str:
+def signed(e: Estimate | Paired) -> str:
     """'+12.3 ± 1.0 points'."""
     half = f" ± {e.half * 100:.1f}" if math.isfinite(e.half) else ""
     return f"{e.mean * 100:+.1f}{half} points"
 
 
-def versus(a: Estimate, b: Estimate) -> str:
-    if not has_ci(a, b):
-        return "one seed: the data cannot tell"
-    return "not distinguishable: the 95 % CIs overlap" if a.overlaps(b) else "95 % CIs separate"
+def versus(d: Paired) -> str:
+    """What a paired difference a − b tells, for brackets after the two values."""
+    if d.n >= 2:
+        verdict = "a clear difference" if d.clear else "not distinguishable"
+        return f"{verdict}: paired difference {signed(d)} over {d.n} seeds"
+    if d.n == 1 and math.isfinite(d.binomial):
+        within = "larger than" if d.clear else "within"
+        return f"one seed: {within} the test set's sampling error of about {pts(d.binomial)}"
+    return "one seed: the data cannot tell"
 
 
 def sign_of(e: Estimate) -> int:
@@ -50,17 +60,16 @@ def _finite(e: Estimate) -> bool:
     return math.isfinite(e.mean)
 
 
-BY_CI = {True: " (95 % CIs)", False: ""}  # how a comparison was judged: seeds, or one seed
+# how a comparison was judged: paired over seeds, or (one seed) nothing to add
+BY_SEEDS = {True: " (paired differences over seeds, 95 % t-intervals)", False: ""}
 UNSURE = ("not distinguishable", "not told apart with one seed")
 
 
-def against(e: Estimate, base: Estimate, above: str, below: str) -> str:
-    """How `e` compares with the clean baseline's `base`, as far as the 95 % CIs tell."""
-    if not has_ci(e, base):
-        return UNSURE[1]
-    if e.overlaps(base):
-        return UNSURE[0]
-    return above if e.mean > base.mean else below
+def against(d: Paired, above: str, below: str) -> str:
+    """`above` or `below` when the paired difference (a model − the clean baseline) is clear."""
+    if not d.clear:
+        return UNSURE[0] if d.n >= 2 else UNSURE[1]
+    return above if d.mean > 0 else below
 
 
 def grouped(pairs: list[tuple[str, str]], most: int = 6) -> str:
@@ -118,6 +127,7 @@ def noisy_fit_sentence(m: Measured, setup: SetupInfo, lv: float, cross: int | No
     if not last or not _finite(_last(true)[1]):
         return None
     t_last = true[last - 1]
+    d_last = paired(*(m.per_seed(setup.name, lv, n) for n in ("fit_noisy", "fit_true")))
     peak = max(range(last), key=lambda i: true[i].mean if _finite(true[i]) else -1)
     where = f"Under {setup.name} at {level_text(setup, lv)}"
     if random_labels(setup, lv):
@@ -129,7 +139,7 @@ def noisy_fit_sentence(m: Measured, setup: SetupInfo, lv: float, cross: int | No
         )
     end = (
         f"by the last epoch ({last}) the noisy label wins for {pct(n_last)} of them and the true "
-        f"one for {pct(t_last)} ({versus(n_last, t_last)})"
+        f"one for {pct(t_last)} ({versus(d_last)})"
     )
     if cross == 1:
         return (
@@ -146,7 +156,7 @@ def noisy_fit_sentence(m: Measured, setup: SetupInfo, lv: float, cross: int | No
             f"{where}, the network fits the true pattern and does not memorise the noise within "
             f"{last} epochs: by the last epoch the noisy label wins for {pct(n_last)} of the "
             f"corrupted training examples and the true one for {pct(t_last)} "
-            f"({versus(n_last, t_last)})."
+            f"({versus(d_last)})."
         )
     if cross is None:
         return f"{first}; it does not memorise the noise within {last} epochs: {end}."
@@ -211,15 +221,14 @@ def _levels(setup: SetupInfo, levels: list[float]) -> str:
 
 
 # --- calibration ----------------------------------------------------------------------------
-def _final_gap(data: ReportData, setup: str, lv: float) -> Estimate:
+def final_gaps(data: ReportData, setup: str, lv: float) -> pd.Series:
     """Per seed: mean test confidence minus test accuracy at the last epoch."""
-    curves = data.stats[(setup, lv)].curves
-    gaps = []
-    for conf, accuracy in zip(curves["test_conf"], curves["test_acc"], strict=True):
-        ok = [i for i in range(len(conf)) if math.isfinite(conf[i]) and math.isfinite(accuracy[i])]
-        if ok:
-            gaps.append(float(conf[ok[-1]] - accuracy[ok[-1]]))
-    return estimate(gaps)
+    fr = data.frames
+    return (fr.last(setup, lv, "test_conf") - fr.last(setup, lv, "test_acc")).dropna()
+
+
+def final_gap(data: ReportData, setup: str, lv: float) -> Estimate:
+    return estimate(list(final_gaps(data, setup, lv)))
 
 
 def _confident(gap: Estimate) -> str:
@@ -234,7 +243,8 @@ def calibration_sentences(data: ReportData, m: Measured, setups: list[SetupInfo]
     first = setups[0].name
     if (first, 0.0) not in data.stats:
         return []
-    b_gap, b_ece = _final_gap(data, first, 0.0), m.final(first, 0.0, "test_ece")
+    b_gap, b_ece = final_gap(data, first, 0.0), m.final(first, 0.0, "test_ece")
+    b_gaps, b_eces = final_gaps(data, first, 0.0), m.per_seed(first, 0.0, "test_ece")
     base = data.stats[(first, 0.0)].final
     out = [
         f"The clean baseline ends {_confident(b_gap)}: its mean confidence (max softmax) on the "
@@ -249,51 +259,74 @@ def calibration_sentences(data: ReportData, m: Measured, setups: list[SetupInfo]
             continue
         everything += picked
         at = _shared_level(picked)
-        gaps = [(s, lv, _final_gap(data, s.name, lv)) for s, lv in picked]
+        gaps = [(s, lv, final_gap(data, s.name, lv)) for s, lv in picked]
         ways = {_confident(g) for _, _, g in gaps}
         verdict = f"end {ways.pop()}" if len(ways) == 1 else "differ"
         items = [f"{signed(g)} for {_named(s, lv, at)}" for s, lv, g in gaps]
         groups = [
-            (against(g, b_gap, "more over-confident", "more under-confident"), _named(s, lv, at))
-            for s, lv, g in gaps
+            (
+                against(
+                    paired(final_gaps(data, s.name, lv), b_gaps),
+                    "more over-confident",
+                    "more under-confident",
+                ),
+                _named(s, lv, at),
+            )
+            for s, lv, _ in gaps
         ]
         out.append(
             f"Trained on {what} at {at}, the models {verdict}: confidence minus accuracy is "
             f"{listing(items, 6)}; against the clean baseline's {signed(b_gap)} that is "
             f"{grouped(groups) if len(groups) > 1 else groups[0][0]}"
-            f"{BY_CI[len(data.study.seeds) > 1]}."
+            f"{BY_SEEDS[len(data.study.seeds) > 1]}."
         )
     if everything:
         at = _shared_level(everything)
         eces = [
-            (against(e, b_ece, "higher", "lower"), f"{_named(s, lv, at)} ({pct(e)})")
+            (
+                against(paired(m.per_seed(s.name, lv, "test_ece"), b_eces), "higher", "lower"),
+                f"{_named(s, lv, at)} ({pct(m.final(s.name, lv, 'test_ece'))})",
+            )
             for s, lv in everything
-            for e in [m.final(s.name, lv, "test_ece")]
         ]
         out.append(
             f"Against the clean baseline's {pct(b_ece)}, the ECE at {at} is {grouped(eces)}"
-            f"{BY_CI[len(data.study.seeds) > 1]}."
+            f"{BY_SEEDS[len(data.study.seeds) > 1]}."
         )
     return out
 
 
 # --- robustness ----------------------------------------------------------------------------
+def attacked_count(data: ReportData, m: Measured) -> int | None:
+    """How many test images the robustness analysis attacked (None: unknown)."""
+    wanted = data.study.analysis.robustness_examples
+    test = int(data.meta.get("test_size") or 0) or None
+    # stores from before robustness_examples (no attacked_acc) attacked the whole test set
+    if wanted == "all" or test is None or "attacked_acc" not in m.names:
+        return test
+    return min(int(wanted), test)
+
+
 def robustness_sentences(data: ReportData, m: Measured, eps: float) -> list[str]:
     first = next((s for s in data.setups if (s.name, 0.0) in data.stats), None)
     if first is None:
         return []
-    b_fgsm = m.final(first.name, 0.0, f"fgsm@{eps:g}")
-    b_rand = m.final(first.name, 0.0, f"randsign@{eps:g}")
+    fgsm, rand = f"fgsm@{eps:g}", f"randsign@{eps:g}"
+    b_fgsm, b_rand = m.final(first.name, 0.0, fgsm), m.final(first.name, 0.0, rand)
     if not (_finite(b_fgsm) and _finite(b_rand)):
         return []
+    n = attacked_count(data, m)
     clean = unperturbed(data, m, first.name, 0.0)
+    base = m.per_seed(first.name, 0.0, fgsm)
+    d = paired(base, m.per_seed(first.name, 0.0, rand), n)
+    if d.clear and d.mean < 0:
+        verdict = "so it is the gradient's direction, not the size of the change, that breaks it."
+    else:
+        verdict = "so the data cannot tell the gradient's direction from the size of the change."
     out = [
         f"The clean baseline is right on {pct(clean)} of the attacked test images; FGSM at "
-        f"ε = {eps:g} "
-        f"leaves {pct(b_fgsm)}, while random ±ε signs of the same size leave {pct(b_rand)} "
-        f"({versus(b_fgsm, b_rand)}), so it is the gradient's direction, not the size of the "
-        "change, that breaks the model"
-        + ("." if b_fgsm.high < b_rand.low else " — as far as these CIs can tell.")
+        f"ε = {eps:g} leaves {pct(b_fgsm)}, while random ±ε signs of the same size leave "
+        f"{pct(b_rand)} ({versus(d)}), {verdict}"
     ]
     for kind, question in (
         ("pixels", "Is a model trained on noisy pixels more robust to FGSM than the clean one?"),
@@ -305,21 +338,22 @@ def robustness_sentences(data: ReportData, m: Measured, eps: float) -> list[str]
             for s in data.of_kind(kind)
         ]
         picked = [(s, lv) for s, lv in picked if lv is not None]
-        found = [(s, lv, m.final(s.name, lv, f"fgsm@{eps:g}")) for s, lv in picked]
+        found = [(s, lv, m.final(s.name, lv, fgsm)) for s, lv in picked]
         found = [(s, lv, e) for s, lv, e in found if _finite(e)]
         if not found:
             continue
         at = _shared_level([(s, lv) for s, lv, _ in found])
         answers = []
         for s, lv, e in found:
-            way = against(e, b_fgsm, "more robust", "less robust")
+            d_s = paired(m.per_seed(s.name, lv, fgsm), base, n)
+            way = against(d_s, "more robust", "less robust")
             answer = "yes" if way == wanted else way if way in UNSURE else f"no, {way},"
             answers.append((answer, f"{_named(s, lv, at)} ({pct(e)})"))
         text = grouped(answers)
         out.append(
             f"{question} {text[0].upper() + text[1:]}: accuracy under FGSM at ε = {eps:g} after "
             f"training at {at}, against the clean baseline's {pct(b_fgsm)}"
-            f"{BY_CI[len(data.study.seeds) > 1]}."
+            f"{BY_SEEDS[len(data.study.seeds) > 1]}."
         )
     return out
 
@@ -328,16 +362,15 @@ def robustness_sentences(data: ReportData, m: Measured, eps: float) -> list[str]
 ISSUES = ("issues_precision", "issues_recall", "issues_precision_at_k", "issues_flagged_share")
 
 
-def corrupted_share(m: Measured, s: SetupInfo, lv: float) -> Estimate:
-    """Per run, the share of training labels the noise changed: precision × flagged share /
+def corrupted_shares(m: Measured, s: SetupInfo, lv: float) -> pd.Series:
+    """Per seed, the share of training labels the noise changed: precision × flagged share /
     recall (what a random pick's precision would be)."""
-    p, r, _, f = (m.by_run(s.name, lv, n) for n in ISSUES)
-    shares = []
-    for run, precision in p.items():
-        recall, flagged = r.get(run), f.get(run)
-        if precision is not None and flagged is not None and recall:
-            shares.append(precision * flagged / recall)
-    return estimate(shares)
+    p, r, _, f = (m.per_seed(s.name, lv, n) for n in ISSUES)
+    return (p * f / r.where(r > 0)).dropna()
+
+
+def corrupted_share(m: Measured, s: SetupInfo, lv: float) -> Estimate:
+    return estimate(list(corrupted_shares(m, s, lv)))
 
 
 def issues_sentences(data: ReportData, m: Measured, setups: list[SetupInfo]) -> list[str]:
@@ -347,11 +380,12 @@ def issues_sentences(data: ReportData, m: Measured, setups: list[SetupInfo]) -> 
         lv = middle(levels)
         p, r, pk, flagged = (m.final(s.name, lv, n) for n in ISSUES)
         share = corrupted_share(m, s, lv)
+        d_base = paired(m.per_seed(s.name, lv, ISSUES[0]), corrupted_shares(m, s, lv))
         out.append(
             f"Under {s.name} at {level_text(s, lv)}, cleanlab's default filter "
             "(prune_by_noise_rate) on the trained model's own probabilities flags "
             f"{pct(flagged)} of the training set; {pct(p)} of those are truly corrupted "
-            f"(precision; a random pick would reach {pct(share)}: {versus(p, share)}), they "
+            f"(precision; a random pick would reach {pct(share)}: {versus(d_base)}), they "
             f"cover {pct(r)} of the corrupted labels "
             f"(recall), and the k examples of lowest self-confidence are {pct(pk)} corrupted "
             "(precision@k)."
@@ -365,7 +399,7 @@ def issues_sentences(data: ReportData, m: Measured, setups: list[SetupInfo]) -> 
                 f"{acc(b_hi.mean)})",
                 f"recall from {pct(m.final(s.name, lo, ISSUES[1]))} to "
                 f"{pct(m.final(s.name, hi, ISSUES[1]))} "
-                f"({versus(m.final(s.name, lo, ISSUES[1]), m.final(s.name, hi, ISSUES[1]))})",
+                f"({versus(paired(*(m.per_seed(s.name, v, ISSUES[1]) for v in (hi, lo))))})",
             ]
             out.append(
                 f"From {level_text(s, lo)} to {level_text(s, hi)}, {s.name} moves "
@@ -381,23 +415,23 @@ def issues_sentences(data: ReportData, m: Measured, setups: list[SetupInfo]) -> 
         out.append(
             f"At {level_text(hi, lv)}, the corrupted labels are easiest to find under {hi.name} "
             f"(precision@k {pct(e_hi)}) and hardest under {lo.name} ({pct(e_lo)}; "
-            f"{versus(e_lo, e_hi)})."
+            f"{versus(paired(*(m.per_seed(t.name, lv, ISSUES[2]) for t in (hi, lo))))})."
         )
     return out[:5]
 
 
 # --- setups ranked ---------------------------------------------------------------------------
-def _ties(rows: list[tuple[SetupInfo, Estimate]]) -> str:
+def ties(rows: list[tuple[SetupInfo, pd.Series]], n_test: int | None) -> str:
+    """Which neighbours of a ranking (per-seed accuracies, worst first) the paired check
+    cannot tell apart."""
     tied = [
         f"{a.name} and {b.name}"
-        for (a, ea), (b, eb) in zip(rows, rows[1:], strict=False)
-        if ea.overlaps(eb)
+        for (a, va), (b, vb) in zip(rows, rows[1:], strict=False)
+        if not paired(vb, va, n_test).clear
     ]
     if not tied:
-        return "; each differs from the next with separate 95 % CIs"
+        how = "paired differences over seeds" if len(rows[0][1]) > 1 else "beyond sampling error"
+        return f"; each clearly differs from the next ({how})"
     if len(tied) > 3:
-        return (
-            f"; {len(tied)} of the {len(rows) - 1} neighbouring pairs are not distinguishable "
-            "(95 % CIs overlap)"
-        )
-    return f"; neighbours not distinguishable (95 % CIs overlap): {listing(tied)}"
+        return f"; {len(tied)} of the {len(rows) - 1} neighbouring pairs are not distinguishable"
+    return f"; neighbours not distinguishable: {listing(tied)}"

@@ -14,12 +14,12 @@ from . import diagnostic_figures as figs
 from .data import ReportData, SetupInfo
 from .diagnostic_text import (
     ISSUES,
-    _final_gap,
     _finite,
-    _ties,
+    attacked_count,
     calibration_sentences,
     corrupted_share,
     crossings_sentence,
+    final_gap,
     issues_sentences,
     listing,
     noisy_fit_sentence,
@@ -28,11 +28,13 @@ from .diagnostic_text import (
     pct,
     random_labels,
     robustness_sentences,
+    ties,
     versus,
 )
 from .figures import spread_note
 from .measured import Measured, counts_copies, level_text, middle, spread
 from .sections import LegacyBuilder, Section, save_figure
+from .stats import paired
 from .words import acc
 
 
@@ -98,7 +100,7 @@ def calibration_section(data: ReportData, folder: Path) -> Section | None:
         return [(lv, data.stats[(s.name, lv)].final["test_conf"]) for lv in data.levels(s.name)]
 
     def gap(s: SetupInfo):
-        return [(lv, _final_gap(data, s.name, lv)) for lv in data.levels(s.name)]
+        return [(lv, final_gap(data, s.name, lv)) for lv in data.levels(s.name)]
 
     def ece(s: SetupInfo):
         return [(lv, m.final(s.name, lv, "test_ece")) for lv in m.levels(s.name, "test_ece")]
@@ -123,13 +125,11 @@ def calibration_section(data: ReportData, folder: Path) -> Section | None:
 
 
 # --- robustness ----------------------------------------------------------------------------
-def _attacked_count(data: ReportData, m: Measured) -> str:
-    wanted = data.study.analysis.robustness_examples
-    test = int(data.meta.get("test_size") or 0)
-    # stores from before robustness_examples (no attacked_acc) attacked the whole test set
-    if wanted == "all" or wanted >= test or "attacked_acc" not in m.names:
+def _attacked_text(data: ReportData, m: Measured) -> str:
+    n, test = attacked_count(data, m), int(data.meta.get("test_size") or 0)
+    if n is None or n >= test:
         return "the whole test set"
-    return f"a fixed random {wanted:,} of the {test:,}"
+    return f"a fixed random {n:,} of the {test:,}"
 
 
 def eps_values(m: Measured) -> list[float]:
@@ -156,7 +156,7 @@ def robustness_section(data: ReportData, folder: Path) -> Section | None:
         folder,
         "robustness",
         "Robustness: accuracy under FGSM and under random signs",
-        f"Accuracy on the attacked test images ({_attacked_count(data, m)}) when every pixel (in "
+        f"Accuracy on the attacked test images ({_attacked_text(data, m)}) when every pixel (in "
         "[0, 1]) moves by ε along the sign of the loss gradient (FGSM, solid) or along random "
         "signs (dashed), for the clean baseline and two "
         f"noise levels per setup; ε = 0 is the unperturbed accuracy. The dotted line marks ε = "
@@ -235,16 +235,19 @@ def ranking_section(data: ReportData, folder: Path) -> Section | None:
         return None
     rows.sort(key=lambda r: r[1].mean)
     (worst, e_w), (best, e_b) = rows[0], rows[-1]
+    n_test = int(data.meta.get("test_size") or 0) or None
+    seeded = [(s, data.frames.last(s.name, top, "test_acc")) for s, _ in rows]
     lvl = level_text(worst, top)
     texts = [
         f"At {lvl}, the highest level {len(rows)} setups share, {worst.name} costs the most "
         f"accuracy ({acc(base.mean - e_w.mean).removesuffix(' %')} points: {pct(e_w)} against "
         f"{pct(base)} for the clean baseline) and {best.name} the least "
-        f"({acc(base.mean - e_b.mean).removesuffix(' %')} points, {pct(e_b)}); {versus(e_w, e_b)}.",
+        f"({acc(base.mean - e_b.mean).removesuffix(' %')} points, {pct(e_b)}); "
+        f"{versus(paired(seeded[0][1], seeded[-1][1], n_test))}.",
         "From most to least accuracy lost: "
         + ", ".join(f"{s.name} ({(base.mean - e.mean) * 100:.1f})" for s, e in rows)
         + " points"
-        + _ties(rows)
+        + ties(seeded, n_test)
         + ".",
     ]
     others = [s for s in data.setups if counts_copies(s.noise) and data.levels(s.name)]

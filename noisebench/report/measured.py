@@ -3,7 +3,8 @@
 `Measured(data)` indexes the Frames by setup × level × name like the main views: only
 finished runs of the main training-set size count, and the clean runs are level 0 of every
 setup. `final` is each run's value at its last epoch (epoch 0 for numbers measured after
-training), `per_epoch` one estimate per epoch 1, 2, … Also here: how a setup's level reads
+training), `per_seed` the same values indexed by seed (for paired comparisons),
+`per_epoch` one estimate per epoch 1, 2, … Also here: how a setup's level reads
 and where it sits on a shared X axis (labels.dilution counts noisy copies, not a share).
 """
 
@@ -13,6 +14,7 @@ import math
 from collections import defaultdict
 
 import numpy as np
+import pandas as pd
 
 from ..noise import counts_copies
 from ..noise import level_text as noise_level_text
@@ -34,6 +36,7 @@ class Measured:
                     if name not in EPOCH_COLUMNS:
                         self._values[(setup, level, name)][run_id] = by_epoch
         self.names = {name for _, _, name in self._values}
+        self._seed_of = dict(zip(data.frames.runs.run_id, data.frames.runs.seed, strict=True))
 
     def has(self, name: str, setup: str | None = None) -> bool:
         return any(n == name and (setup is None or s == setup) for s, _, n in self._values)
@@ -50,6 +53,11 @@ class Measured:
     def seeds(self, setup: str, level: float, name: str) -> list[float | None]:
         """One value per run (see by_run)."""
         return list(self.by_run(setup, level, name).values())
+
+    def per_seed(self, setup: str, level: float, name: str) -> pd.Series:
+        """The by_run values indexed by seed: what paired comparisons (stats.paired) take."""
+        values = {self._seed_of[run]: v for run, v in self.by_run(setup, level, name).items()}
+        return pd.Series(values, dtype=float).sort_index().dropna()
 
     def final(self, setup: str, level: float, name: str) -> Estimate:
         return estimate(self.seeds(setup, level, name))
