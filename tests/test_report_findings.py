@@ -19,6 +19,7 @@ from noisebench.report.answer import summary
 from noisebench.report.finding import Finding
 from noisebench.report.render import table, title
 from noisebench.report.stats import binomial_half, paired
+from noisebench.report.words import verb as agreeing
 from noisebench.store import Store
 from noisebench.study import parse_study, plan
 
@@ -360,3 +361,54 @@ def test_noisy_copies_are_written_as_copies_in_the_title_and_the_table(tmp_path)
     assert title(frames)[1] == "X = 0–100 %, 0–5 noisy copies, 3 seeds, 10 epochs, on mnist-sample"
     levels = [row[1] for row in table(frames)[1] if row[0] == "diluted labels"]
     assert levels == ["0 copies", "1 copy", "2 copies", "5 copies"]
+
+
+FOUR_SETUPS = SETUPS + [
+    {"name": "pair labels", "noise": "labels.pairflip"},
+    {"name": "gaussian pixels", "noise": "pixels.gaussian"},
+]
+
+
+def four_setups(pair_gap: float) -> Accuracy:
+    """At X = 50 %: pair labels lowest, gaussian pixels highest; label noise sits `pair_gap`
+    above pair labels (0: a tie the paired check cannot break)."""
+    base = {"pair labels": 0.30, "label noise": 0.30 + pair_gap, "pixel noise": 0.6}
+    base["gaussian pixels"] = 0.8
+
+    def acc(setup: str, level: float, seed: int, epoch: int) -> float:
+        if level == 0:
+            return 0.9 + 0.01 * seed
+        wobble = 0.004 * ((seed + len(setup)) % 3 - 1)
+        return base[setup] + 0.01 * seed + wobble
+
+    return acc
+
+
+def test_more_than_two_setups_are_ranked_lowest_and_highest_with_ties_named(tmp_path):
+    levels = (0.0, 0.5)
+    apart = make_store(tmp_path / "a", four_setups(0.2), levels=levels, setups=FOUR_SETUPS)
+    rank = findings(apart)["ranking"]
+    assert rank.holds
+    assert rank.text == (
+        "Of the 4 setups at X = 50 %, pair labels (31.0 %) leave the lowest last-epoch test "
+        "accuracy and gaussian pixels (81.0 %) the highest."
+    )
+    tied = make_store(tmp_path / "t", four_setups(0.0), levels=levels, setups=FOUR_SETUPS)
+    text = findings(tied)["ranking"].text
+    assert "label noise and pair labels (not told apart, 31.0–31.0 %) leave the lowest" in text
+    # two setups: the headline comparison says it all, no ranking
+    two = make_store(tmp_path / "2", four_setups(0.2), levels=levels)
+    assert "ranking" not in findings(two)
+
+
+@pytest.mark.parametrize(
+    ("name", "verb"),
+    [
+        ("label noise", "costs"),
+        ("uniform labels", "cost"),
+        ("pair flip", "costs"),
+        ("class bias", "costs"),
+    ],
+)
+def test_setup_names_get_the_verb_that_agrees_with_them(name, verb):
+    assert agreeing(name, "costs", "cost") == verb

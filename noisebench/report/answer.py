@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from ..noise import counts_copies
 from .finding import Finding, ordered
 from .frames import Frames
 from .stats import Paired, binomial_half, mean_half, paired
-from .words import acc, count, listing, nats, noise_words, pm, pts, runs_of, x
+from .words import acc, count, listing, nats, noise_words, pm, pts, runs_of, verb, x
 
 SAMPLE = "mnist-sample"
 # noises whose X = 100 % leaves no information about the true class in the training data
@@ -80,6 +81,10 @@ def middle_level(fr: Frames, setups: list[str]) -> float | None:
 
 def _label(setup: str) -> str:
     return setup[:1].upper() + setup[1:]
+
+
+def _costs(setup: str) -> str:
+    return verb(setup, "costs", "cost")
 
 
 # --- scope and definitions -------------------------------------------------------------------
@@ -146,7 +151,8 @@ def _differs(d: Paired, worse: str, better: str, where: str) -> tuple[bool, str]
     if d.n >= 2:
         if d.clear:
             return True, (
-                f"{_label(worse)} costs {pm(abs(d.mean), d.half)} points more accuracy than "
+                f"{_label(worse)} {_costs(worse)} {pm(abs(d.mean), d.half)} points more "
+                "accuracy than "
                 f"{better} {where} (paired by seed, 95 % interval)."
             )
         return False, (
@@ -155,7 +161,8 @@ def _differs(d: Paired, worse: str, better: str, where: str) -> tuple[bool, str]
         )
     if d.clear:
         return True, (
-            f"{_label(worse)} costs {pts(abs(d.mean))} more accuracy than {better} {where}, "
+            f"{_label(worse)} {_costs(worse)} {pts(abs(d.mean))} more accuracy than {better} "
+            f"{where}, "
             f"more than the test set's sampling error of about {pts(d.binomial)}."
         )
     return False, (
@@ -194,9 +201,9 @@ def compare_levels(fr: Frames, a: str, b: str) -> Finding | None:
     unclear = [lv for lv in shared if signs[lv].sign == 0]
     parts = []
     if a_worse:
-        parts.append(f"{a} costs clearly more at {runs_of(shared, a_worse)}")
+        parts.append(f"{a} {_costs(a)} clearly more at {runs_of(shared, a_worse)}")
     if b_worse:
-        parts.append(f"{b} costs clearly more at {runs_of(shared, b_worse)}")
+        parts.append(f"{b} {_costs(b)} clearly more at {runs_of(shared, b_worse)}")
     if len(unclear) == len(shared):
         text = (
             "At no shared noisy level can the data tell which setup leaves the lower last-epoch "
@@ -208,6 +215,53 @@ def compare_levels(fr: Frames, a: str, b: str) -> Finding | None:
         text = f"Over the shared noisy levels after the last epoch, {listing(parts)}."
     stat = "paired difference per level over seeds (or the test set's binomial error, one seed)"
     return Finding("compare-levels", text, not unclear, stat, _scope(fr), "final_accuracy", 80)
+
+
+def ranking(fr: Frames, setups: list[str]) -> Finding | None:
+    """With three or more setups: which leave the lowest and the highest last-epoch test
+    accuracy at the shared level nearest 50 %; a setup joins the lowest (highest) group when
+    the paired check cannot tell it from the lowest (highest) one."""
+    shares = [s for s in setups if not counts_copies(fr.noise_of(s) or "")]
+    lv = middle_level(fr, shares) if len(shares) >= 3 else None
+    if lv is None:
+        return None
+    finals = {s: fr.last(s, lv, "test_acc") for s in shares}
+    order = sorted(shares, key=lambda s: _mean(finals[s]))
+    worst, best = order[0], order[-1]
+    n_test = _n_test(fr)
+
+    def tied(s: str, end: str) -> bool:
+        return s == end or not paired(finals[s], finals[end], n_test).clear
+
+    low = [s for s in order if tied(s, worst)]
+    high = [s for s in reversed(order) if tied(s, best)]
+    where = f"Of the {len(order)} setups at X = {x(lv)}"
+    if set(low) & set(high):
+        text = (
+            f"{where}, the data cannot tell which leaves the lowest last-epoch test accuracy: "
+            f"{worst} {acc(_mean(finals[worst]))} and {best} {acc(_mean(finals[best]))} are "
+            "not told apart."
+        )
+        holds = False
+    else:
+        verb_ = "leave" if len(low) > 1 else verb(worst, "leaves", "leave")
+        text = (
+            f"{where}, {_group(low, finals)} {verb_} the lowest last-epoch test accuracy and "
+            f"{_group(high, finals)} the highest."
+        )
+        holds = True
+    stat = "paired difference against the lowest and the highest setup over seeds"
+    ref = "setup-ranking" if len(setups) >= 4 else "final_accuracy"
+    return Finding("ranking", text, holds, stat, _scope(fr), ref, 88)
+
+
+def _group(members: list[str], finals: dict[str, pd.Series]) -> str:
+    """'A (8.4 %)' or 'A, B and 2 more (not told apart, 8.4–12.0 %)'."""
+    means = sorted(_mean(finals[s]) for s in members)
+    if len(members) == 1:
+        return f"{members[0]} ({acc(means[0])})"
+    named = listing(members[:3] + ([f"{len(members) - 3} more"] if len(members) > 3 else []))
+    return f"{named} (not told apart, {means[0] * 100:.1f}–{acc(means[-1])})"
 
 
 # --- training length -------------------------------------------------------------------------
@@ -273,7 +327,7 @@ def compare_best(fr: Frames, a: str, b: str, lv: float) -> Finding | None:
     )
     if d.clear:
         worse = a if d.mean < 0 else b
-        text = f"Stopped at each setup's best epoch, {worse} still costs more: {values}."
+        text = f"Stopped at each setup's best epoch, {worse} still {_costs(worse)} more: {values}."
     else:
         text = (
             f"Stopped at each setup's best epoch, the data cannot tell which costs more: {values}."
@@ -291,7 +345,8 @@ def above_clean(fr: Frames, setup: str, lv: float) -> Finding | None:
     if not (d.clear and d.mean > 0):
         return None
     text = (
-        f"{_label(setup)} at X = {x(lv)} ends above the clean runs: {acc(_mean(noisy))} "
+        f"{_label(setup)} at X = {x(lv)} {verb(setup, 'ends', 'end')} above the clean runs: "
+        f"{acc(_mean(noisy))} "
         f"against {acc(_mean(clean))}."
     )
     stat = f"paired difference {pm(d.mean, d.half, digits=2)} points"
@@ -365,17 +420,20 @@ def compare_over_epochs(fr: Frames, a: str, b: str, lv: float) -> Finding | None
     where = f"at X = {x(lv)}"
     if a_worse and b_worse:
         text = (
-            f"Which setup costs more {where} changes with training length: {a} costs clearly "
-            f"more at {_epoch_runs(a_worse)}, {b} at {_epoch_runs(b_worse)}."
+            f"Which setup costs more {where} changes with training length: {a} {_costs(a)} "
+            f"clearly more at {_epoch_runs(a_worse)}, {b} at {_epoch_runs(b_worse)}."
         )
         holds = True
     elif a_worse or b_worse:
         worse, clear = (a, a_worse) if a_worse else (b, b_worse)
         if clear == epochs[epochs.index(clear[0]) :]:
-            text = f"{_label(worse)} costs clearly more {where} at every epoch from {clear[0]} on."
+            text = (
+                f"{_label(worse)} {_costs(worse)} clearly more {where} at every epoch from "
+                f"{clear[0]} on."
+            )
         else:
             text = (
-                f"{_label(worse)} costs clearly more {where} at {_epoch_runs(clear)} "
+                f"{_label(worse)} {_costs(worse)} clearly more {where} at {_epoch_runs(clear)} "
                 f"of the {len(epochs)} measured; the data cannot tell at the others."
             )
         holds = True
@@ -560,6 +618,7 @@ def summary(fr: Frames) -> list[Finding]:
     setups = [s for s in fr.setups if fr.levels(s)]
     pair = setups[:2]
     lv = middle_level(fr, pair) if pair else None
+    found.append(ranking(fr, setups))
     if lv is not None:
         if len(pair) == 2:
             a, b = pair

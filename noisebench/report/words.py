@@ -42,6 +42,14 @@ def count(n: int, one: str, many: str | None = None) -> str:
     return f"{n} {one if n == 1 else (many or one + 's')}"
 
 
+def verb(subject: str, singular: str, plural: str) -> str:
+    """The form that agrees with a setup's name: 'label noise costs', 'uniform labels cost'."""
+    last = subject.split()[-1].lower() if subject.strip() else ""
+    # a last word in -s is a plural noun ("labels", "pixels") unless in -ss, -us, -is, -as
+    many = last.endswith("s") and not last.endswith(("ss", "us", "is", "as"))
+    return plural if many else singular
+
+
 # --- levels -------------------------------------------------------------------------------
 def levels_text(levels: list[float]) -> str:
     """'X = 10 %', 'X = 10 and 30 %', 'X = 10, 30 and 50 %'."""
