@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from helpers import copy_store, sql
 
-from noisebench.report import load, write_report
+from noisebench.report import read, write_report
 from noisebench.report.diagnostics import noisy_fit_section, robustness_section
 from noisebench.runner import run_study
 from noisebench.store import Store
@@ -156,7 +156,7 @@ def test_memorisation_and_label_issue_sentences_quote_the_store(study_dir):
 
 def rebuild(directory: Path, builder, tmp_path: Path):
     with Store.open_existing(directory) as store:
-        return builder(load(store, directory), tmp_path / "figures")
+        return builder(read(store), tmp_path / "figures")
 
 
 def test_the_epoch_the_noisy_label_overtakes_follows_the_numbers(study_dir, tmp_path):

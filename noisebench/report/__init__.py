@@ -91,14 +91,15 @@ SECTIONS: list[SectionBuilder] = [label_issues_section.section, methods_section.
 
 
 def builders(data: ReportData) -> list[SectionBuilder]:
-    """The section builders in report order: the older ones (on ReportData), then SECTIONS."""
-    from .diagnostics import SECTIONS as MEASURED
+    """The section builders in report order: the diagnostics, the experiments (still on
+    ReportData), then SECTIONS."""
+    from .diagnostics import SECTIONS as DIAGNOSTICS
     from .experiments import SECTIONS as EXPERIMENTS
 
     def on_frames(build: LegacyBuilder) -> SectionBuilder:
         return lambda frames, folder: build(data, folder)
 
-    return [on_frames(b) for b in (*MEASURED, *EXPERIMENTS)] + SECTIONS
+    return [*DIAGNOSTICS, *(on_frames(b) for b in EXPERIMENTS), *SECTIONS]
 
 
 def sections(frames: Frames, data: ReportData, folder: Path) -> list[Section]:

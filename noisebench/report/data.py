@@ -16,26 +16,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import NoisebenchError, StudyError
-from ..noise import LabelNoise, PixelNoise, make_noise
+from ..errors import NoisebenchError
 from ..store import Store
-from ..study import Setup, Study
+from ..study import Study
 from ..summary import Estimate, estimate
-from .frames import Frames, read
+from .frames import Frames, SetupInfo, read
 
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "test_conf")
-
-
-@dataclass(frozen=True)
-class SetupInfo:
-    """One setup of the study and what kind of noise it is ("labels", "pixels" or "")."""
-
-    name: str
-    noise: str
-    params: dict[str, Any]
-    kind: str
-    levels: list[float]
-    index: int  # position in the study: picks the setup's colour everywhere
 
 
 @dataclass
@@ -77,35 +64,34 @@ class ReportData:
     setups: list[SetupInfo]
     stats: dict[tuple[str, float], LevelStats]
     runs: list[dict[str, Any]]
+    frames: Frames  # the store's one reading: what was studied and measured is asked of it
     label_matrices: dict[str, dict[float, LabelMatrix]] = field(default_factory=dict)
     examples: dict[str, np.ndarray] = field(default_factory=dict)
     pack_walls: list[float] = field(default_factory=list)
     epoch_wall_s: float = 0.0
-    # the store's one reading (frames.py): every reader of the sections starts from it
-    frames: Frames | None = None
 
     @property
     def num_classes(self) -> int:
-        return len(self.meta.get("class_names") or range(10))
+        return self.frames.num_classes
 
     @property
     def chance(self) -> float:
-        return 1.0 / self.num_classes
+        return self.frames.chance
 
     @property
     def epochs(self) -> int:
+        """The study's training length (Frames.epochs: the last epoch measured)."""
         return self.study.train.epochs
 
     def levels(self, setup: str) -> list[float]:
         """The setup's levels that have at least one finished run."""
-        info = next(s for s in self.setups if s.name == setup)
-        return [lv for lv in info.levels if (setup, lv) in self.stats]
+        return self.frames.levels(setup)
 
     def get(self, setup: str, level: float) -> LevelStats | None:
         return self.stats.get((setup, level))
 
     def of_kind(self, kind: str) -> list[SetupInfo]:
-        return [s for s in self.setups if s.kind == kind]
+        return self.frames.of_kind(kind)
 
     def status_counts(self) -> dict[str, int]:
         counts: dict[str, int] = defaultdict(int)
@@ -116,18 +102,6 @@ class ReportData:
     @property
     def seeds_used(self) -> int:
         return max((st.seeds for st in self.stats.values()), default=0)
-
-
-def _kind(setup: Setup) -> str:
-    try:
-        noise = make_noise(setup.noise, setup.params)
-    except StudyError:
-        return ""
-    if isinstance(noise, LabelNoise):
-        return "labels"
-    if isinstance(noise, PixelNoise):
-        return "pixels"
-    return ""
 
 
 def _padded(seqs: list[list[float]]) -> np.ndarray:
@@ -253,11 +227,8 @@ def load(store: Store, directory: Path | None = None) -> ReportData:
     if "study" not in meta:
         raise NoisebenchError(f"{store.path} holds no study yet (no metadata); nothing to report")
     study = Study.model_validate(meta["study"])
-    setups = [
-        SetupInfo(s.name, s.noise, dict(s.params), _kind(s), study.levels_of(s), i)
-        for i, s in enumerate(study.setups)
-    ]
     frames = read(store)
+    setups = frames.infos
     stats = {key: level_stats(_slot(runs)) for key, runs in frames.shown_series().items()}
     runs = store.runs()
     data = ReportData(

@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from ..summary import Estimate  # noqa: E402
-from .data import ReportData, SetupInfo  # noqa: E402
+from .frames import Frames, SetupInfo  # noqa: E402
 from .measured import (  # noqa: E402
     Measured,
     counts_copies,
@@ -39,11 +39,9 @@ def _level_colour(setup: SetupInfo, level: float):
     return level_colour(x_share(setup, level) / 100)
 
 
-def noisy_fit(
-    data: ReportData, m: Measured, shown: dict[str, list[float]], crossings: dict
-) -> Figure:
+def noisy_fit(fr: Frames, m: Measured, shown: dict[str, list[float]], crossings: dict) -> Figure:
     """Per label-noise setup and level: the three fits of the training set per epoch."""
-    setups = [s for s in data.setups if s.name in shown]
+    setups = [s for s in fr.infos if s.name in shown]
     cols = max(len(lvs) for lvs in shown.values())
     fig, axes = plt.subplots(
         len(setups),
@@ -108,7 +106,7 @@ def _vs_level(ax, setups: list[SetupInfo], series, bars: bool) -> None:
     ax.set_xlim(-2, 102)
 
 
-def calibration(data: ReportData, setups: list[SetupInfo], conf, gap, ece) -> Figure:
+def calibration(fr: Frames, setups: list[SetupInfo], conf, gap, ece) -> Figure:
     """Mean confidence, confidence minus accuracy and ECE against X, a line per setup; with
     many setups, a row for label noise and one for the rest."""
     labels = [s for s in setups if s.kind == "labels"]
@@ -142,15 +140,15 @@ def calibration(data: ReportData, setups: list[SetupInfo], conf, gap, ece) -> Fi
 
 
 def robustness(
-    data: ReportData, m: Measured, shown: dict[str, list[float]], eps: list[float], middle: float
+    fr: Frames, m: Measured, shown: dict[str, list[float]], eps: list[float], middle: float
 ) -> Figure:
     """Per setup: test accuracy against eps under FGSM (solid) and random signs (dashed)."""
-    setups = [s for s in data.setups if s.name in shown]
+    setups = [s for s in fr.infos if s.name in shown]
     fig, axes = panels(len(setups), 3.3, 2.5, None if len(setups) <= 4 else 3, shared=True)
     seen: dict[tuple[bool, float], str] = {}
     for ax, setup in zip(axes, setups, strict=True):
         for lv in shown[setup.name]:
-            clean = unperturbed(data, m, setup.name, lv)
+            clean = unperturbed(m, setup.name, lv)
             colour = _level_colour(setup, lv)
             for kind, style in (("fgsm", "-"), ("randsign", "--")):
                 ests = [clean] + [m.final(setup.name, lv, f"{kind}@{e:g}") for e in eps]
@@ -176,7 +174,7 @@ def robustness(
     return fig
 
 
-def label_issues(data: ReportData, setups: list[SetupInfo], series, base_rate) -> Figure:
+def label_issues(fr: Frames, setups: list[SetupInfo], series, base_rate) -> Figure:
     """Precision, recall and precision@k of flagging by self-confidence, against X; the
     precision panels draw each setup's base rate (the share of labels changed) dotted."""
     fig, axes = plt.subplots(1, 3, figsize=(11.0, 3.4), layout="constrained", sharey=True)

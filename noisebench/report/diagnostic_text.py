@@ -13,7 +13,7 @@ import math
 import pandas as pd
 
 from ..summary import Estimate, estimate
-from .data import ReportData, SetupInfo
+from .frames import Frames, SetupInfo
 from .measured import Measured, counts_copies, level_text, middle, unperturbed, x_share
 from .stats import Paired, paired
 from .words import acc, has_ci, pts
@@ -135,7 +135,7 @@ def noisy_fit_sentence(m: Measured, setup: SetupInfo, lv: float, cross: int | No
             f"{where} the labels carry no information about the images, so there is no true "
             f"pattern to fit: by the last epoch ({last}) the network predicts the given random "
             f"label for {pct(n_last)} of the training examples whose label changed and their "
-            f"original one for {pct(t_last)}, against {acc(m.data.chance)} by guessing."
+            f"original one for {pct(t_last)}, against {acc(m.frames.chance)} by guessing."
         )
     end = (
         f"by the last epoch ({last}) the noisy label wins for {pct(n_last)} of them and the true "
@@ -221,14 +221,14 @@ def _levels(setup: SetupInfo, levels: list[float]) -> str:
 
 
 # --- calibration ----------------------------------------------------------------------------
-def final_gaps(data: ReportData, setup: str, lv: float) -> pd.Series:
+def final_gaps(fr: Frames, setup: str, lv: float) -> pd.Series:
     """Per seed: mean test confidence minus test accuracy at the last epoch."""
-    fr = data.frames
+    fr = fr
     return (fr.last(setup, lv, "test_conf") - fr.last(setup, lv, "test_acc")).dropna()
 
 
-def final_gap(data: ReportData, setup: str, lv: float) -> Estimate:
-    return estimate(list(final_gaps(data, setup, lv)))
+def final_gap(fr: Frames, setup: str, lv: float) -> Estimate:
+    return estimate(list(final_gaps(fr, setup, lv)))
 
 
 def _confident(gap: Estimate) -> str:
@@ -239,13 +239,13 @@ def _confident(gap: Estimate) -> str:
     ]
 
 
-def calibration_sentences(data: ReportData, m: Measured, setups: list[SetupInfo]) -> list[str]:
+def calibration_sentences(fr: Frames, m: Measured, setups: list[SetupInfo]) -> list[str]:
     first = setups[0].name
-    if (first, 0.0) not in data.stats:
+    if 0.0 not in fr.levels(first):
         return []
-    b_gap, b_ece = final_gap(data, first, 0.0), m.final(first, 0.0, "test_ece")
-    b_gaps, b_eces = final_gaps(data, first, 0.0), m.per_seed(first, 0.0, "test_ece")
-    base = data.stats[(first, 0.0)].final
+    b_gap, b_ece = final_gap(fr, first, 0.0), m.final(first, 0.0, "test_ece")
+    b_gaps, b_eces = final_gaps(fr, first, 0.0), m.per_seed(first, 0.0, "test_ece")
+    base = {name: m.final(first, 0.0, name) for name in ("test_conf", "test_acc")}
     out = [
         f"The clean baseline ends {_confident(b_gap)}: its mean confidence (max softmax) on the "
         f"test set is {pct(base['test_conf'])} against an accuracy of {pct(base['test_acc'])} "
@@ -253,20 +253,20 @@ def calibration_sentences(data: ReportData, m: Measured, setups: list[SetupInfo]
     ]
     everything: list[tuple[SetupInfo, float]] = []
     for kind, what in (("labels", "noisy labels"), ("pixels", "noisy pixels"), ("", "other noise")):
-        picked = [(s, middle([lv for lv in data.levels(s.name) if lv > 0])) for s in setups]
+        picked = [(s, middle([lv for lv in fr.levels(s.name) if lv > 0])) for s in setups]
         picked = [(s, lv) for s, lv in picked if s.kind == kind and lv is not None]
         if not picked:
             continue
         everything += picked
         at = _shared_level(picked)
-        gaps = [(s, lv, final_gap(data, s.name, lv)) for s, lv in picked]
+        gaps = [(s, lv, final_gap(fr, s.name, lv)) for s, lv in picked]
         ways = {_confident(g) for _, _, g in gaps}
         verdict = f"end {ways.pop()}" if len(ways) == 1 else "differ"
         items = [f"{signed(g)} for {_named(s, lv, at)}" for s, lv, g in gaps]
         groups = [
             (
                 against(
-                    paired(final_gaps(data, s.name, lv), b_gaps),
+                    paired(final_gaps(fr, s.name, lv), b_gaps),
                     "more over-confident",
                     "more under-confident",
                 ),
@@ -278,7 +278,7 @@ def calibration_sentences(data: ReportData, m: Measured, setups: list[SetupInfo]
             f"Trained on {what} at {at}, the models {verdict}: confidence minus accuracy is "
             f"{listing(items, 6)}; against the clean baseline's {signed(b_gap)} that is "
             f"{grouped(groups) if len(groups) > 1 else groups[0][0]}"
-            f"{BY_SEEDS[len(data.study.seeds) > 1]}."
+            f"{BY_SEEDS[len(fr.study.seeds) > 1]}."
         )
     if everything:
         at = _shared_level(everything)
@@ -291,32 +291,32 @@ def calibration_sentences(data: ReportData, m: Measured, setups: list[SetupInfo]
         ]
         out.append(
             f"Against the clean baseline's {pct(b_ece)}, the ECE at {at} is {grouped(eces)}"
-            f"{BY_SEEDS[len(data.study.seeds) > 1]}."
+            f"{BY_SEEDS[len(fr.study.seeds) > 1]}."
         )
     return out
 
 
 # --- robustness ----------------------------------------------------------------------------
-def attacked_count(data: ReportData, m: Measured) -> int | None:
+def attacked_count(fr: Frames, m: Measured) -> int | None:
     """How many test images the robustness analysis attacked (None: unknown)."""
-    wanted = data.study.analysis.robustness_examples
-    test = int(data.meta.get("test_size") or 0) or None
+    wanted = fr.study.analysis.robustness_examples
+    test = int(fr.meta.get("test_size") or 0) or None
     # stores from before robustness_examples (no attacked_acc) attacked the whole test set
     if wanted == "all" or test is None or "attacked_acc" not in m.names:
         return test
     return min(int(wanted), test)
 
 
-def robustness_sentences(data: ReportData, m: Measured, eps: float) -> list[str]:
-    first = next((s for s in data.setups if (s.name, 0.0) in data.stats), None)
+def robustness_sentences(fr: Frames, m: Measured, eps: float) -> list[str]:
+    first = next((s for s in fr.infos if 0.0 in fr.levels(s.name)), None)
     if first is None:
         return []
     fgsm, rand = f"fgsm@{eps:g}", f"randsign@{eps:g}"
     b_fgsm, b_rand = m.final(first.name, 0.0, fgsm), m.final(first.name, 0.0, rand)
     if not (_finite(b_fgsm) and _finite(b_rand)):
         return []
-    n = attacked_count(data, m)
-    clean = unperturbed(data, m, first.name, 0.0)
+    n = attacked_count(fr, m)
+    clean = unperturbed(m, first.name, 0.0)
     base = m.per_seed(first.name, 0.0, fgsm)
     d = paired(base, m.per_seed(first.name, 0.0, rand), n)
     if d.clear and d.mean < 0:
@@ -335,7 +335,7 @@ def robustness_sentences(data: ReportData, m: Measured, eps: float) -> list[str]
         wanted = "more robust" if kind == "pixels" else "less robust"
         picked = [
             (s, middle([lv for lv in m.levels(s.name, f"fgsm@{eps:g}") if lv > 0]))
-            for s in data.of_kind(kind)
+            for s in fr.of_kind(kind)
         ]
         picked = [(s, lv) for s, lv in picked if lv is not None]
         found = [(s, lv, m.final(s.name, lv, fgsm)) for s, lv in picked]
@@ -353,7 +353,7 @@ def robustness_sentences(data: ReportData, m: Measured, eps: float) -> list[str]
         out.append(
             f"{question} {text[0].upper() + text[1:]}: accuracy under FGSM at ε = {eps:g} after "
             f"training at {at}, against the clean baseline's {pct(b_fgsm)}"
-            f"{BY_SEEDS[len(data.study.seeds) > 1]}."
+            f"{BY_SEEDS[len(fr.study.seeds) > 1]}."
         )
     return out
 
@@ -373,7 +373,7 @@ def corrupted_share(m: Measured, s: SetupInfo, lv: float) -> Estimate:
     return estimate(list(corrupted_shares(m, s, lv)))
 
 
-def issues_sentences(data: ReportData, m: Measured, setups: list[SetupInfo]) -> list[str]:
+def issues_sentences(fr: Frames, m: Measured, setups: list[SetupInfo]) -> list[str]:
     out = []
     for s in setups[:3]:
         levels = [lv for lv in m.levels(s.name, "issues_precision") if lv > 0]

@@ -1,9 +1,10 @@
 """Report sections on what noise does to the trained models, from the named metrics.
 
-Each builder returns a Section (sentences, a figure) or None when the study has no data for
-it: fitting the noisy labels over epochs, calibration, robustness to FGSM, finding the
-wrong labels, and (with four or more setups) the setups ranked by accuracy lost. The
-sentences are written by diagnostic_text.py, the figures drawn by diagnostic_figures.py.
+Each builder reads the Frames (the SectionBuilder of sections.py) and returns a Section
+(sentences, a figure) or None when the study has no data for it: fitting the noisy labels
+over epochs, calibration, robustness to FGSM, finding the wrong labels, and (with four or
+more setups) the setups ranked by accuracy lost. The sentences are written by
+diagnostic_text.py, the figures drawn by diagnostic_figures.py.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import diagnostic_figures as figs
-from .data import ReportData, SetupInfo
 from .diagnostic_text import (
     ISSUES,
     _finite,
@@ -32,20 +32,21 @@ from .diagnostic_text import (
     versus,
 )
 from .figures import spread_note
+from .frames import Frames, SetupInfo
 from .measured import Measured, counts_copies, level_text, middle, spread
-from .sections import LegacyBuilder, Section, save_figure
+from .sections import Section, SectionBuilder, save_figure
 from .stats import paired
 from .words import acc
 
 
-def _label_setups(data: ReportData, m: Measured, name: str) -> list[SetupInfo]:
-    return [s for s in data.of_kind("labels") if any(lv > 0 for lv in m.levels(s.name, name))]
+def _label_setups(fr: Frames, m: Measured, name: str) -> list[SetupInfo]:
+    return [s for s in fr.of_kind("labels") if any(lv > 0 for lv in m.levels(s.name, name))]
 
 
 # --- memorisation ----------------------------------------------------------------------------
-def noisy_fit_section(data: ReportData, folder: Path) -> Section | None:
-    m = Measured(data)
-    setups = _label_setups(data, m, "fit_noisy")
+def noisy_fit_section(fr: Frames, folder: Path) -> Section | None:
+    m = Measured(fr)
+    setups = _label_setups(fr, m, "fit_noisy")
     if not setups:
         return None
     shown = {s.name: spread([lv for lv in m.levels(s.name, "fit_noisy") if lv > 0]) for s in setups}
@@ -66,7 +67,7 @@ def noisy_fit_section(data: ReportData, folder: Path) -> Section | None:
     texts = [t for t in texts if t]
     if not texts:
         return None
-    fig = figs.noisy_fit(data, m, shown, crossings)
+    fig = figs.noisy_fit(fr, m, shown, crossings)
     figure = save_figure(
         fig,
         folder,
@@ -76,7 +77,7 @@ def noisy_fit_section(data: ReportData, folder: Path) -> Section | None:
         "corrupted, the share the network predicts as their noisy (trained-on) label and as "
         "their true label, and the accuracy on the uncorrupted ones, per epoch (clean inputs). "
         "A dotted line marks the first epoch at which the noisy label wins. "
-        + spread_note(len(data.study.seeds)),
+        + spread_note(len(fr.study.seeds)),
     )
     return Section(
         "fitting-noise",
@@ -87,26 +88,26 @@ def noisy_fit_section(data: ReportData, folder: Path) -> Section | None:
 
 
 # --- calibration ----------------------------------------------------------------------------
-def calibration_section(data: ReportData, folder: Path) -> Section | None:
-    m = Measured(data)
-    setups = [s for s in data.setups if any(m.levels(s.name, "test_ece"))]
-    if not setups or not data.stats:
+def calibration_section(fr: Frames, folder: Path) -> Section | None:
+    m = Measured(fr)
+    setups = [s for s in fr.infos if any(m.levels(s.name, "test_ece"))]
+    if not setups or fr.shown.empty:
         return None
-    texts = calibration_sentences(data, m, setups)
+    texts = calibration_sentences(fr, m, setups)
     if not texts:
         return None
 
     def conf(s: SetupInfo):
-        return [(lv, data.stats[(s.name, lv)].final["test_conf"]) for lv in data.levels(s.name)]
+        return [(lv, m.final(s.name, lv, "test_conf")) for lv in fr.levels(s.name)]
 
     def gap(s: SetupInfo):
-        return [(lv, final_gap(data, s.name, lv)) for lv in data.levels(s.name)]
+        return [(lv, final_gap(fr, s.name, lv)) for lv in fr.levels(s.name)]
 
     def ece(s: SetupInfo):
         return [(lv, m.final(s.name, lv, "test_ece")) for lv in m.levels(s.name, "test_ece")]
 
     figure = save_figure(
-        figs.calibration(data, setups, conf, gap, ece),
+        figs.calibration(fr, setups, conf, gap, ece),
         folder,
         "calibration",
         "Calibration: confidence against accuracy",
@@ -119,14 +120,14 @@ def calibration_section(data: ReportData, folder: Path) -> Section | None:
             if any(counts_copies(s.noise) for s in setups)
             else ""
         )
-        + spread_note(len(data.study.seeds)),
+        + spread_note(len(fr.study.seeds)),
     )
     return Section("calibration", "Calibration: does confidence match accuracy?", texts, [figure])
 
 
 # --- robustness ----------------------------------------------------------------------------
-def _attacked_text(data: ReportData, m: Measured) -> str:
-    n, test = attacked_count(data, m), int(data.meta.get("test_size") or 0)
+def _attacked_text(fr: Frames, m: Measured) -> str:
+    n, test = attacked_count(fr, m), int(fr.meta.get("test_size") or 0)
     if n is None or n >= test:
         return "the whole test set"
     return f"a fixed random {n:,} of the {test:,}"
@@ -137,41 +138,41 @@ def eps_values(m: Measured) -> list[float]:
     return sorted(e for e in eps if f"randsign@{e:g}" in m.names)
 
 
-def robustness_section(data: ReportData, folder: Path) -> Section | None:
-    m = Measured(data)
+def robustness_section(fr: Frames, folder: Path) -> Section | None:
+    m = Measured(fr)
     eps = eps_values(m)
-    if not eps or not data.stats:
+    if not eps or fr.shown.empty:
         return None
     mid = eps[len(eps) // 2]
-    texts = robustness_sentences(data, m, mid)
+    texts = robustness_sentences(fr, m, mid)
     if not texts:
         return None
     shown = {}
-    for s in data.setups:
+    for s in fr.infos:
         noisy = [lv for lv in m.levels(s.name, f"fgsm@{mid:g}") if lv > 0]
         picked = [0.0] + sorted({lv for lv in (middle(noisy), noisy[-1] if noisy else None) if lv})
-        shown[s.name] = [lv for lv in picked if (s.name, lv) in data.stats]
+        shown[s.name] = [lv for lv in picked if lv in fr.levels(s.name)]
     figure = save_figure(
-        figs.robustness(data, m, shown, eps, mid),
+        figs.robustness(fr, m, shown, eps, mid),
         folder,
         "robustness",
         "Robustness: accuracy under FGSM and under random signs",
-        f"Accuracy on the attacked test images ({_attacked_text(data, m)}) when every pixel (in "
+        f"Accuracy on the attacked test images ({_attacked_text(fr, m)}) when every pixel (in "
         "[0, 1]) moves by ε along the sign of the loss gradient (FGSM, solid) or along random "
         "signs (dashed), for the clean baseline and two "
         f"noise levels per setup; ε = 0 is the unperturbed accuracy. The dotted line marks ε = "
-        f"{mid:g}, compared in the text. " + spread_note(len(data.study.seeds)),
+        f"{mid:g}, compared in the text. " + spread_note(len(fr.study.seeds)),
     )
     return Section("robustness", "Robustness: adversarial vs random perturbations", texts, [figure])
 
 
 # --- finding the wrong labels ----------------------------------------------------------------
-def issues_section(data: ReportData, folder: Path) -> Section | None:
-    m = Measured(data)
-    setups = _label_setups(data, m, "issues_precision")
+def issues_section(fr: Frames, folder: Path) -> Section | None:
+    m = Measured(fr)
+    setups = _label_setups(fr, m, "issues_precision")
     if not setups:
         return None
-    texts = issues_sentences(data, m, setups)
+    texts = issues_sentences(fr, m, setups)
 
     def series(s: SetupInfo, name: str):
         return [(lv, m.final(s.name, lv, name)) for lv in m.levels(s.name, name) if lv > 0]
@@ -181,7 +182,7 @@ def issues_section(data: ReportData, folder: Path) -> Section | None:
         return [(lv, corrupted_share(m, s, lv)) for lv in levels if lv > 0]
 
     figure = save_figure(
-        figs.label_issues(data, setups, series, base_rate),
+        figs.label_issues(fr, setups, series, base_rate),
         folder,
         "label-issues",
         "Finding the wrong labels by the model's own confidence",
@@ -191,7 +192,7 @@ def issues_section(data: ReportData, folder: Path) -> Section | None:
         "precision@k over the k examples of lowest self-confidence, k = the number corrupted. "
         "Dotted: the "
         "base rate, the share of training labels the noise changed (the precision of a random "
-        "pick). " + spread_note(len(data.study.seeds)),
+        "pick). " + spread_note(len(fr.study.seeds)),
     )
     head = [
         "setup",
@@ -220,23 +221,24 @@ def issues_section(data: ReportData, folder: Path) -> Section | None:
 
 
 # --- setups ranked ---------------------------------------------------------------------------
-def ranking_section(data: ReportData, folder: Path) -> Section | None:
-    if len(data.setups) < 4:
+def ranking_section(fr: Frames, folder: Path) -> Section | None:
+    if len(fr.infos) < 4:
         return None
-    shares = [s for s in data.setups if not counts_copies(s.noise)]
-    common = set.intersection(*(set(data.levels(s.name)) for s in shares)) if shares else set()
+    shares = [s for s in fr.infos if not counts_copies(s.noise)]
+    common = set.intersection(*(set(fr.levels(s.name)) for s in shares)) if shares else set()
     top = max(common - {0.0}, default=None)
-    if top is None or (shares[0].name, 0.0) not in data.stats:
+    if top is None or 0.0 not in fr.levels(shares[0].name):
         return None
-    base = data.stats[(shares[0].name, 0.0)].final["test_acc"]
-    rows = [(s, data.stats[(s.name, top)].final["test_acc"]) for s in shares]
+    m = Measured(fr)
+    base = m.final(shares[0].name, 0.0, "test_acc")
+    rows = [(s, m.final(s.name, top, "test_acc")) for s in shares]
     rows = [r for r in rows if _finite(r[1])]
     if len(rows) < 2:
         return None
     rows.sort(key=lambda r: r[1].mean)
     (worst, e_w), (best, e_b) = rows[0], rows[-1]
-    n_test = int(data.meta.get("test_size") or 0) or None
-    seeded = [(s, data.frames.last(s.name, top, "test_acc")) for s, _ in rows]
+    n_test = int(fr.meta.get("test_size") or 0) or None
+    seeded = [(s, fr.last(s.name, top, "test_acc")) for s, _ in rows]
     lvl = level_text(worst, top)
     texts = [
         f"At {lvl}, the highest level {len(rows)} setups share, {worst.name} costs the most "
@@ -250,16 +252,16 @@ def ranking_section(data: ReportData, folder: Path) -> Section | None:
         + ties(seeded, n_test)
         + ".",
     ]
-    others = [s for s in data.setups if counts_copies(s.noise) and data.levels(s.name)]
+    others = [s for s in fr.infos if counts_copies(s.noise) and fr.levels(s.name)]
     if others:
         parts = [
-            f"{s.name} ({acc(data.stats[(s.name, data.levels(s.name)[-1])].final['test_acc'].mean)}"
-            f" at {level_text(s, data.levels(s.name)[-1])})"
+            f"{s.name} ({acc(m.final(s.name, lv, 'test_acc').mean)} at {level_text(s, lv)})"
             for s in others
+            for lv in fr.levels(s.name)[-1:]
         ]
         texts.append(f"Left out because their level counts noisy copies: {listing(parts)}.")
     figure = save_figure(
-        figs.ranking(base, rows, lvl, data.chance),
+        figs.ranking(base, rows, lvl, fr.chance),
         folder,
         "setup-ranking",
         f"Every setup at {lvl}",
@@ -269,7 +271,7 @@ def ranking_section(data: ReportData, folder: Path) -> Section | None:
     return Section("setup-ranking", "Which noise costs the most accuracy", texts, [figure])
 
 
-SECTIONS: list[LegacyBuilder] = [
+SECTIONS: list[SectionBuilder] = [
     ranking_section,
     noisy_fit_section,
     calibration_section,

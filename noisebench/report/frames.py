@@ -20,11 +20,37 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..errors import StudyError
+from ..noise import LabelNoise, PixelNoise, make_noise
 from ..store import EPOCH_COLUMNS, Store
-from ..study import Study, method_label
+from ..study import Setup, Study, method_label
 from ..summary import main_views
 
 FINISHED = ("done", "diverged")
+
+
+@dataclass(frozen=True)
+class SetupInfo:
+    """One setup of the study and what kind of noise it is ("labels", "pixels" or "")."""
+
+    name: str
+    noise: str
+    params: dict[str, Any]
+    kind: str
+    levels: list[float]
+    index: int  # position in the study: picks the setup's colour everywhere
+
+
+def _kind(setup: Setup) -> str:
+    try:
+        noise = make_noise(setup.noise, setup.params)
+    except StudyError:
+        return ""
+    if isinstance(noise, LabelNoise):
+        return "labels"
+    if isinstance(noise, PixelNoise):
+        return "pixels"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -39,6 +65,17 @@ class Frames:
     @property
     def setups(self) -> list[str]:
         return [s.name for s in self.study.setups]
+
+    @property
+    def infos(self) -> list[SetupInfo]:
+        """The study's setups with their kind of noise and colour index, in study order."""
+        return [
+            SetupInfo(s.name, s.noise, dict(s.params), _kind(s), self.study.levels_of(s), i)
+            for i, s in enumerate(self.study.setups)
+        ]
+
+    def of_kind(self, kind: str) -> list[SetupInfo]:
+        return [s for s in self.infos if s.kind == kind]
 
     def noise_of(self, setup: str) -> str | None:
         return next((s.noise for s in self.study.setups if s.name == setup), None)

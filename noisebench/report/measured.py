@@ -1,6 +1,6 @@
-"""The named metrics (not the epochs table's columns) as estimates over seeds, for sections.
+"""Every metric as estimates over seeds, for the diagnostic sections.
 
-`Measured(data)` indexes the Frames by setup × level × name like the main views: only
+`Measured(frames)` indexes the Frames by setup × level × name like the main views: only
 finished runs of the main training-set size count, and the clean runs are level 0 of every
 setup. `final` is each run's value at its last epoch (epoch 0 for numbers measured after
 training), `per_seed` the same values indexed by seed (for paired comparisons),
@@ -18,25 +18,23 @@ import pandas as pd
 
 from ..noise import counts_copies
 from ..noise import level_text as noise_level_text
-from ..store import EPOCH_COLUMNS
 from ..summary import Estimate, estimate
-from .data import ReportData, SetupInfo
+from .frames import Frames, SetupInfo
 
 
 class Measured:
-    def __init__(self, data: ReportData) -> None:
-        self.data = data
-        # (setup, level, name) -> run_id -> epoch -> value, named metrics only
+    def __init__(self, frames: Frames) -> None:
+        self.frames = frames
+        # (setup, level, name) -> run_id -> epoch -> value
         self._values: dict[tuple[str, float, str], dict[str, dict[int, float | None]]] = (
             defaultdict(dict)
         )
-        for (setup, level), runs in data.frames.shown_series().items():
+        for (setup, level), runs in frames.shown_series().items():
             for run_id, series in runs.items():
                 for name, by_epoch in series.items():
-                    if name not in EPOCH_COLUMNS:
-                        self._values[(setup, level, name)][run_id] = by_epoch
+                    self._values[(setup, level, name)][run_id] = by_epoch
         self.names = {name for _, _, name in self._values}
-        self._seed_of = dict(zip(data.frames.runs.run_id, data.frames.runs.seed, strict=True))
+        self._seed_of = dict(zip(frames.runs.run_id, frames.runs.seed, strict=True))
 
     def has(self, name: str, setup: str | None = None) -> bool:
         return any(n == name and (setup is None or s == setup) for s, _, n in self._values)
@@ -118,9 +116,9 @@ def middle(levels: list[float]) -> float | None:
     )
 
 
-def unperturbed(data: ReportData, m: Measured, setup: str, level: float) -> Estimate:
+def unperturbed(m: Measured, setup: str, level: float) -> Estimate:
     """Accuracy on the images the robustness analysis attacks, unperturbed (ε = 0), of the
     model it attacked; studies stored before it was measured fall back to the test accuracy."""
-    if m.levels(setup, "attacked_acc") and level in m.levels(setup, "attacked_acc"):
+    if level in m.levels(setup, "attacked_acc"):
         return m.final(setup, level, "attacked_acc")
-    return data.stats[(setup, level)].final["test_acc"]
+    return m.final(setup, level, "test_acc")

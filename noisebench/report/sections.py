@@ -11,7 +11,7 @@ from its Findings (finding.py: each sentence with its check), figures saved by
 report/__init__.py's `SECTIONS`. Builders run under the report's matplotlib style; their
 figures are numbered after the main figures.
 
-The older builders (diagnostics.py, experiments.py) still take the ReportData of data.py;
+The experiment builders (experiments.py) still take the ReportData of data.py;
 `LegacyBuilder` is their signature until they move to the Frames.
 """
 
