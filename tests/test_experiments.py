@@ -17,7 +17,6 @@ from noisebench.engine import parameter_count
 from noisebench.engine.trainset import check_sizes
 from noisebench.noise import NOISES
 from noisebench.report import write_report
-from noisebench.report.data import load
 from noisebench.report.experiment_text import buyback, seconds_text
 from noisebench.report.experiments import (
     SECTIONS,
@@ -27,6 +26,7 @@ from noisebench.report.experiments import (
     small_set_section,
     zero_loss_section,
 )
+from noisebench.report.frames import read
 from noisebench.report.words import acc
 from noisebench.runner import run_study
 from noisebench.store import Store
@@ -47,7 +47,7 @@ def trained(tmp_path_factory, name: str, study: Study):
     out = tmp_path_factory.mktemp(name)
     run_study(study, out, dataset="mnist-sample", warn=lambda _: None)
     with Store.open_existing(out) as store:
-        return out, load(store, out), store.runs(), store.metrics()
+        return out, read(store), store.runs(), store.metrics()
 
 
 def after(metrics, name: str) -> dict[str, float]:
@@ -66,7 +66,7 @@ def last_epoch_values(metrics, name: str) -> dict[str, float]:
 
 def last_test_acc(data) -> dict[str, float]:
     """run_id -> test accuracy at its last epoch (the epochs table, as the report reads it)."""
-    rows = data.frames.values
+    rows = data.values
     acc = rows[(rows.metric == "test_acc") & (rows.epoch > 0)].sort_values("epoch")
     return dict(zip(acc.run_id, acc.value, strict=True))
 
@@ -171,7 +171,7 @@ def test_a_run_that_misses_the_target_is_named_and_counted(memorised, tmp_path):
         update = "UPDATE metrics SET value = ? WHERE run_id = ? AND name = ?"
         sql(copy, update, value, run["run_id"], name)
     with Store.open_existing(copy) as store:
-        data = load(store, copy)
+        data = read(store)
     text = " ".join(build(small_set_section, data, tmp_path / "figures").paragraphs)
     assert "With uniform labels at X = 100 %, 1 of 2 runs reach 99.99 %" in text
     assert (
@@ -287,13 +287,13 @@ def test_early_stopping_stops_runs_and_tables_best_vs_last(tmp_path_factory, tmp
             "setups": [{"name": "uniform labels", "noise": "labels.uniform"}],
         }
     )
-    _, data, runs, metrics = trained(tmp_path_factory, "stopping", study)
+    out, data, runs, metrics = trained(tmp_path_factory, "stopping", study)
     stopped, best = after(metrics, "stopped_epoch"), after(metrics, "best_epoch")
     assert any(v < 15 for v in stopped.values())
     section = build(early_stopping_section, data, tmp_path)
     assert section is not None and section.figures[0].name == "early-stopping-curves"
     by_label = {row[0]: row for row in section.table_rows}
-    with Store.open_existing(data.directory) as store:
+    with Store.open_existing(out) as store:
         epochs = store.epochs()
     for run in runs:
         label = "clean labels" if run["setup"] == "clean" else "uniform labels at X = 80 %"

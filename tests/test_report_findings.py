@@ -371,7 +371,7 @@ FOUR_SETUPS = SETUPS + [
 
 def four_setups(pair_gap: float) -> Accuracy:
     """At X = 50 %: pair labels lowest, gaussian pixels highest; label noise sits `pair_gap`
-    above pair labels (0: a tie the paired check cannot break)."""
+    above pair labels (0: the same numbers, a tie)."""
     base = {"pair labels": 0.30, "label noise": 0.30 + pair_gap, "pixel noise": 0.6}
     base["gaussian pixels"] = 0.8
 
@@ -390,12 +390,26 @@ def test_more_than_two_setups_are_ranked_lowest_and_highest_with_ties_named(tmp_
     rank = findings(apart)["ranking"]
     assert rank.holds
     assert rank.text == (
-        "Of the 4 setups at X = 50 %, pair labels (31.0 %) leave the lowest last-epoch test "
-        "accuracy and gaussian pixels (81.0 %) the highest."
+        "Of the 4 setups at X = 50 %, pair labels leave the lowest last-epoch test accuracy "
+        "(31.0 %) and gaussian pixels (81.0 %) the highest. The paired check over 3 seeds tells "
+        "the lowest apart from 3 of the other 3 setups and the highest from 3."
     )
     tied = make_store(tmp_path / "t", four_setups(0.0), levels=levels, setups=FOUR_SETUPS)
-    text = findings(tied)["ranking"].text
-    assert "label noise and pair labels (not told apart, 31.0–31.0 %) leave the lowest" in text
+    assert "tells the lowest apart from 2 of the other 3 setups" in findings(tied)["ranking"].text
+    # one seed and a 1-point spread on 1,000 test images: not even the ends are told apart
+    flat = make_store(
+        tmp_path / "f",
+        lambda setup, level, seed, epoch: 0.9 if level == 0 else 0.5 + 0.003 * len(setup),
+        seeds=[0],
+        levels=levels,
+        setups=FOUR_SETUPS,
+    )
+    rank = findings(flat)["ranking"]
+    assert not rank.holds
+    assert rank.text.startswith(
+        "Of the 4 setups at X = 50 %, the paired check (one seed: beyond the test set's "
+        "sampling error) cannot tell even the lowest"
+    )
     # two setups: the headline comparison says it all, no ranking
     two = make_store(tmp_path / "2", four_setups(0.2), levels=levels)
     assert "ranking" not in findings(two)

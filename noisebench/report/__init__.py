@@ -21,14 +21,14 @@ import filelock
 
 from ..errors import NoisebenchError
 from ..store import Store
-from . import label_issues_section, methods_section
+from . import diagnostics, experiments, label_issues_section, methods_section
 from .answer import summary
 from .data import ReportData, load
 from .figures import make_figures, styled
 from .frames import Frames, read
 from .pdf import write_pdf
 from .render import content, write_html, write_markdown
-from .sections import LegacyBuilder, Section, SectionBuilder
+from .sections import Section, SectionBuilder
 
 __all__ = ["Frames", "ReportData", "explain", "load", "read", "write_report"]
 
@@ -49,7 +49,7 @@ def write_report(directory: str | Path) -> dict[str, Path]:
         frames = data.frames
     with _staging(directory) as stage:
         figures = make_figures(data, stage / "figures")
-        extra = sections(frames, data, stage / "figures")
+        extra = sections(frames, stage / "figures")
         c = content(data, frames, summary(frames), figures, extra)
         write_html(c, stage / NAMES["html"])
         write_markdown(c, stage / NAMES["md"])
@@ -86,29 +86,22 @@ def _unlock(lock: filelock.FileLock, directory: Path) -> None:
     lock.release()
 
 
-# New sections: one module each, `section(frames, folder) -> Section | None` (sections.py).
-SECTIONS: list[SectionBuilder] = [label_issues_section.section, methods_section.section]
+# Sections in report order, one module each: `section(frames, folder) -> Section | None`.
+SECTIONS: list[SectionBuilder] = [
+    *diagnostics.SECTIONS,
+    *experiments.SECTIONS,
+    label_issues_section.section,
+    methods_section.section,
+]
 
 
-def builders(data: ReportData) -> list[SectionBuilder]:
-    """The section builders in report order: the diagnostics, the experiments (still on
-    ReportData), then SECTIONS."""
-    from .diagnostics import SECTIONS as DIAGNOSTICS
-    from .experiments import SECTIONS as EXPERIMENTS
-
-    def on_frames(build: LegacyBuilder) -> SectionBuilder:
-        return lambda frames, folder: build(data, folder)
-
-    return [*DIAGNOSTICS, *(on_frames(b) for b in EXPERIMENTS), *SECTIONS]
-
-
-def sections(frames: Frames, data: ReportData, folder: Path) -> list[Section]:
+def sections(frames: Frames, folder: Path) -> list[Section]:
     """Every section that has data, its figures drawn into `folder` under the report style."""
     if frames.shown.empty:
         return []
     folder.mkdir(parents=True, exist_ok=True)
     out: list[Section] = []
-    for build in builders(data):
+    for build in SECTIONS:
         section = styled(lambda build=build: build(frames, folder))()
         if section is None:
             continue

@@ -218,9 +218,9 @@ def compare_levels(fr: Frames, a: str, b: str) -> Finding | None:
 
 
 def ranking(fr: Frames, setups: list[str]) -> Finding | None:
-    """With three or more setups: which leave the lowest and the highest last-epoch test
-    accuracy at the shared level nearest 50 %; a setup joins the lowest (highest) group when
-    the paired check cannot tell it from the lowest (highest) one."""
+    """With three or more setups: which leaves the lowest and which the highest last-epoch
+    test accuracy at the shared level nearest 50 %, and from how many of the others the
+    paired check tells each apart."""
     shares = [s for s in setups if not counts_copies(fr.noise_of(s) or "")]
     lv = middle_level(fr, shares) if len(shares) >= 3 else None
     if lv is None:
@@ -230,38 +230,33 @@ def ranking(fr: Frames, setups: list[str]) -> Finding | None:
     worst, best = order[0], order[-1]
     n_test = _n_test(fr)
 
-    def tied(s: str, end: str) -> bool:
-        return s == end or not paired(finals[s], finals[end], n_test).clear
+    def apart(a: str, b: str) -> bool:
+        return paired(finals[a], finals[b], n_test).clear
 
-    low = [s for s in order if tied(s, worst)]
-    high = [s for s in reversed(order) if tied(s, best)]
+    seeds = len(fr.seeds)
+    how = f"over {seeds} seeds" if seeds > 1 else "(one seed: beyond the test set's sampling error)"
     where = f"Of the {len(order)} setups at X = {x(lv)}"
-    if set(low) & set(high):
+    low, high = f"{worst} ({acc(_mean(finals[worst]))})", f"{best} ({acc(_mean(finals[best]))})"
+    if not apart(worst, best):
         text = (
-            f"{where}, the data cannot tell which leaves the lowest last-epoch test accuracy: "
-            f"{worst} {acc(_mean(finals[worst]))} and {best} {acc(_mean(finals[best]))} are "
-            "not told apart."
+            f"{where}, the paired check {how} cannot tell even the lowest last-epoch test "
+            f"accuracy, {low}, from the highest, {high}."
         )
         holds = False
     else:
-        verb_ = "leave" if len(low) > 1 else verb(worst, "leaves", "leave")
+        below = sum(apart(s, worst) for s in order[1:])
+        above = sum(apart(best, s) for s in order[:-1])
+        others = len(order) - 1
         text = (
-            f"{where}, {_group(low, finals)} {verb_} the lowest last-epoch test accuracy and "
-            f"{_group(high, finals)} the highest."
+            f"{where}, {worst} {verb(worst, 'leaves', 'leave')} the lowest last-epoch test "
+            f"accuracy ({acc(_mean(finals[worst]))}) and {high} the highest. The paired check "
+            f"{how} tells the lowest apart from {below} of the other {others} setups and the "
+            f"highest from {above}."
         )
         holds = True
-    stat = "paired difference against the lowest and the highest setup over seeds"
+    stat = "paired difference against the lowest and the highest setup"
     ref = "setup-ranking" if len(setups) >= 4 else "final_accuracy"
     return Finding("ranking", text, holds, stat, _scope(fr), ref, 88)
-
-
-def _group(members: list[str], finals: dict[str, pd.Series]) -> str:
-    """'A (8.4 %)' or 'A, B and 2 more (not told apart, 8.4–12.0 %)'."""
-    means = sorted(_mean(finals[s]) for s in members)
-    if len(members) == 1:
-        return f"{members[0]} ({acc(means[0])})"
-    named = listing(members[:3] + ([f"{len(members) - 3} more"] if len(members) > 3 else []))
-    return f"{named} (not told apart, {means[0] * 100:.1f}–{acc(means[-1])})"
 
 
 # --- training length -------------------------------------------------------------------------

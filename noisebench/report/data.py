@@ -1,8 +1,7 @@
-"""Everything the report shows, read from one results.sqlite (never from the dataset).
-
-`load(store)` gathers the numbers once: per setup × level the mean ± 95 % CI of every metric
-at the final epoch, at the best epoch and per epoch, the label-noise transition matrices, the
-example images, run statuses and wall times. Figures and text only read this object.
+"""What the main figures and the report's frame (title, table, run notes) read besides the
+Frames: per setup × level the mean ± 95 % CI of the epochs table's metrics (from the Frames),
+and from the store's arrays the label-noise transition matrices and example images, plus run
+statuses and wall times. Sections read the Frames alone (sections.py).
 """
 
 from __future__ import annotations
@@ -98,10 +97,6 @@ class ReportData:
         for run in self.runs:
             counts[run["status"]] += 1
         return dict(counts)
-
-    @property
-    def seeds_used(self) -> int:
-        return max((st.seeds for st in self.stats.values()), default=0)
 
 
 def _padded(seqs: list[list[float]]) -> np.ndarray:
@@ -253,8 +248,3 @@ def load(store: Store, directory: Path | None = None) -> ReportData:
             if images is not None and images.ndim == 3 and len(images) == len(setup.levels):
                 data.examples[setup.name] = images
     return data
-
-
-def baseline(data: ReportData, setup: str) -> LevelStats | None:
-    """The clean (X = 0) runs as seen from `setup`."""
-    return data.get(setup, 0.0)

@@ -34,7 +34,7 @@ def size_colour(n: int, sizes: list[int]):
 
 
 def group_colour(sr: StudyRuns, group: Group):
-    info = next((s for s in sr.data.setups if s.name == group[0]), None)
+    info = next((s for s in sr.frames.infos if s.name == group[0]), None)
     return "black" if group[0] == CLEAN or info is None else setup_colour(info)
 
 
@@ -60,7 +60,7 @@ def small_set_curves(
                 grid = np.linspace(1, len(ests), 200)
                 ax.plot(grid, fit(grid) * 100, "--", color=colour, linewidth=1, alpha=0.8)
         ax.axhline(target * 100, color="0.3", linestyle=":", linewidth=1)
-        chance(ax, sr.data.chance)
+        chance(ax, sr.frames.chance)
         ax.set_title(sr.label(group), color=group_colour(sr, group), fontweight="bold")
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
@@ -84,7 +84,7 @@ def epochs_to_target(
     """Left: epochs to reach the target against N (× at the cap: a run that never did).
     Right: test accuracy of the trained network against N."""
     sizes = sr.sizes()
-    cap = sr.data.epochs
+    cap = sr.cap
     fig, (ax, ax_test) = plots.panels(2, 4.4)
     missed = False
     for group in groups:
@@ -109,7 +109,7 @@ def epochs_to_target(
     ax.set_ylabel(f"epochs to {target * 100:g} % training accuracy")
     ax.set_ylim(0, cap * 1.08)
     ax.set_title("epochs needed to memorise", fontsize=9)
-    chance(ax_test, sr.data.chance)
+    chance(ax_test, sr.frames.chance)
     ax_test.set_ylabel("test accuracy (%)")
     ax_test.set_ylim(0, 100)
     ax_test.set_title("test accuracy of the trained network", fontsize=9)
@@ -161,7 +161,7 @@ def zero_loss_bars(sr: StudyRuns, rows: list) -> Figure:
                         va="bottom",
                         fontsize=7,
                     )
-        chance(ax, sr.data.chance)
+        chance(ax, sr.frames.chance)
         ax.set_xticks(x, [f"N = {row.n:,}" for row in mine], fontsize=8)
         # a narrow panel gets its title over two lines rather than across its neighbour
         title = textwrap.fill(sr.label(group), width=max(14, 12 * len(mine)))
@@ -204,7 +204,7 @@ def sample_size(
                     arrowprops={"arrowstyle": "->", "color": "0.4", "linewidth": 1},
                 )
                 ax.plot([nx], [acc * 100], "*", color=level_colour(group[1]), markersize=8)
-        chance(ax, sr.data.chance)
+        chance(ax, sr.frames.chance)
         ax.set_ylim(0, 100)
         ax.set_ylabel("final test accuracy (%)")
         ax.set_title(title, fontweight="bold")
@@ -226,7 +226,7 @@ def early_stopping(
 ) -> Figure:
     """A panel per setup: each run's validation loss per epoch (a line per run, coloured by
     level), a dot at its best-validation epoch and a cross where it stopped before the cap."""
-    cap = sr.data.epochs
+    cap = sr.cap
     fig, axes = plots.panels(len(panels), 4.4)
     levels: dict[float, None] = {}
     for ax, (title, groups) in zip(axes, panels, strict=True):

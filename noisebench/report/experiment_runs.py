@@ -1,6 +1,6 @@
 """Every finished run of a study, of every training-set size, for the experiment sections.
 
-The main views (data.stats, measured.Measured) only show the study's main training-set size;
+The main views (Frames.shown, measured.Measured) only show the study's main training-set size;
 the experiments compare sizes, so they read each run on its own: its per-epoch series (the
 epochs table and the named per-epoch metrics, index e − 1 for epoch e, NaN where the run has
 no value, e.g. after it stopped) and its after-training numbers (named metrics at epoch 0).
@@ -13,10 +13,11 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from ..study import CLEAN
 from ..summary import Estimate, estimate
-from .data import ReportData
+from .frames import Frames
 from .measured import level_text as measured_level_text
 
 FINISHED = ("done", "diverged")
@@ -104,10 +105,11 @@ def _array(by_epoch: dict[int, float | None]) -> np.ndarray:
 class StudyRuns:
     """The finished runs of a study with their series, grouped by setup × level and by N."""
 
-    def __init__(self, data: ReportData) -> None:
-        self.data = data
-        kept = {r["run_id"]: r for r in data.runs if r["status"] in FINISHED}
-        series = data.frames.by_run()
+    def __init__(self, frames: Frames) -> None:
+        self.frames = frames
+        self.cap = frames.study.train.epochs  # the study's training length
+        kept = frames.runs[frames.runs.status.isin(FINISHED)]
+        series = frames.by_run()
         per_epoch = {
             run_id: {m: {e: v for e, v in s.items() if e >= 1} for m, s in found.items()}
             for run_id, found in series.items()
@@ -118,17 +120,17 @@ class StudyRuns:
         }
         self.runs = [
             Run(
-                run_id=run_id,
-                setup=r["setup"],
-                noise=r["noise"],
-                level=float(r["level"]),
-                seed=int(r["seed"]),
-                subset=r["config"].get("train_size"),
-                pack_size=int(r["pack_size"] or 1),
-                series={k: _array(v) for k, v in per_epoch.get(run_id, {}).items() if v},
-                after=after.get(run_id, {}),
+                run_id=r.run_id,
+                setup=r.setup,
+                noise=r.noise,
+                level=float(r.level),
+                seed=int(r.seed),
+                subset=None if pd.isna(r.train_size) else int(r.train_size),
+                pack_size=int(r.pack_size) if pd.notna(r.pack_size) and r.pack_size else 1,
+                series={k: _array(v) for k, v in per_epoch.get(r.run_id, {}).items() if v},
+                after=after.get(r.run_id, {}),
             )
-            for run_id, r in kept.items()
+            for r in kept.itertuples()
         ]
         self.full_size = self._full_size()
 
@@ -138,8 +140,8 @@ class StudyRuns:
         found = [v for v in found if math.isfinite(v)]
         if found:
             return int(min(found))  # label noises that add copies train on more
-        n = int(self.data.meta.get("train_size") or 0)
-        return round(n * (1 - self.data.study.validation))
+        n = int(self.frames.meta.get("train_size") or 0)
+        return round(n * (1 - self.frames.study.validation))
 
     def size(self, run: Run) -> int:
         return run.subset if run.subset is not None else self.full_size
@@ -154,7 +156,7 @@ class StudyRuns:
         """Groups with runs, in study order: the clean baseline first."""
         present = {r.group for r in self.runs}
         out: list[Group] = [(CLEAN, 0.0)] if (CLEAN, 0.0) in present else []
-        for setup in self.data.setups:
+        for setup in self.frames.infos:
             out += [(setup.name, lv) for lv in setup.levels if (setup.name, lv) in present]
         return out
 
@@ -165,23 +167,23 @@ class StudyRuns:
         setup, level = group
         if setup == CLEAN:
             return "clean labels"
-        return f"{setup} at {level_text(self.data, setup, level)}"
+        return f"{setup} at {level_text(self.frames, setup, level)}"
 
     def level_label(self, group: Group) -> str:
         """'X = 50 %' (or the noisy copies of labels.dilution); the clean baseline is X = 0."""
-        return "X = 0 %" if group[0] == CLEAN else level_text(self.data, *group)
+        return "X = 0 %" if group[0] == CLEAN else level_text(self.frames, *group)
 
     def random_labels(self) -> list[Group]:
         """Groups whose labels are all random: uniform or shuffled labels at X = 100 %."""
-        noises = {s.name: s.noise for s in self.data.setups}
+        noises = {s.name: s.noise for s in self.frames.infos}
         return [g for g in self.groups() if g[1] == 1.0 and noises.get(g[0]) in RANDOM_NOISES]
 
     def n_text(self, n: int) -> str:
         return f"N = {n:,} (the whole set)" if n == self.full_size else f"N = {n:,}"
 
 
-def level_text(data: ReportData, setup: str, level: float) -> str:
-    info = next((s for s in data.setups if s.name == setup), None)
+def level_text(frames: Frames, setup: str, level: float) -> str:
+    info = next((s for s in frames.infos if s.name == setup), None)
     return f"X = {level * 100:.0f} %" if info is None else measured_level_text(info, level)
 
 

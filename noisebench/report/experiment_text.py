@@ -158,7 +158,7 @@ def time_sentence(sr: StudyRuns, seconds: dict[int, Estimate]) -> str | None:
     return (
         f"Training takes {seconds_text(a)} per run at N = {na:,} and {seconds_text(b)} at "
         f"{sr.n_text(nb)}: ×{nb / na:.1f} the examples cost ×{b / a:.1f} the time, over "
-        f"{sr.data.epochs} epochs (a pack's step time shared among its runs)."
+        f"{sr.cap} epochs (a pack's step time shared among its runs)."
     )
 
 
@@ -200,7 +200,7 @@ def _signed_pts(value: float) -> str:
 
 
 def early_sentences(sr: StudyRuns, rows: list[EarlyRow], n: int) -> list[str]:
-    study, cap = sr.data.study, sr.data.epochs
+    study, cap = sr.frames.study, sr.cap
     runs = [r for row in rows for r in row.runs]
     stopped = [r for r in runs if r.epochs < cap]
     best_all = estimate([r.best_val_epoch or r.epochs for r in runs])

@@ -15,7 +15,6 @@ from ..engine import parameter_count
 from ..study import CLEAN
 from ..summary import estimate, main_train_size
 from . import experiment_figures as figs
-from .data import ReportData
 from .experiment_runs import Group, StudyRuns, per_epoch
 from .experiment_text import (
     EarlyRow,
@@ -28,7 +27,8 @@ from .experiment_text import (
 )
 from .figures import FigureFile, spread_note
 from .fits import LogisticFit, fit_logistic
-from .sections import LegacyBuilder, Section, save_figure
+from .frames import Frames
+from .sections import Section, SectionBuilder, save_figure
 from .small_set_text import (
     DEFAULT_TARGET,
     missed_sentence,
@@ -45,24 +45,24 @@ MAX_PANELS = 4
 ACTIVATIONS = {"relu": "ReLU", "tanh": "tanh", "sigmoid": "sigmoid"}
 
 
-def _target(data: ReportData) -> float:
-    return data.study.stop_at_train_acc or DEFAULT_TARGET
+def _target(fr: Frames) -> float:
+    return fr.study.stop_at_train_acc or DEFAULT_TARGET
 
 
 # --- model size -------------------------------------------------------------------------------
-def model_size_section(data: ReportData, folder: Path) -> Section | None:
-    study, meta = data.study, data.meta
+def model_size_section(fr: Frames, folder: Path) -> Section | None:
+    study, meta = fr.study, fr.meta
     shape = meta.get("image_shape") or list(study.data.image_size)
     features = math.prod(shape) * int(meta.get("channels") or study.data.channels)
-    count = parameter_count(study.model, features, data.num_classes)
-    layers = " → ".join(str(n) for n in (features, *study.model.hidden, data.num_classes))
+    count = parameter_count(study.model, features, fr.num_classes)
+    layers = " → ".join(str(n) for n in (features, *study.model.hidden, fr.num_classes))
     extras = [ACTIVATIONS.get(study.model.activation, study.model.activation)]
     if study.model.batchnorm:
         extras.append("batch normalisation")
     if study.model.dropout:
         extras.append(f"dropout {study.model.dropout:g}")
     text = f"Each run trains an MLP {layers} ({', '.join(extras)}) with {count:,} parameters"
-    sizes = StudyRuns(data).sizes() if data.runs else []
+    sizes = StudyRuns(fr).sizes() if len(fr.runs) else []
     if sizes:
         ratios = [f"{count / n:,.0f} at N = {n:,}" for n in sizes[::-1]]
         text += f": {ratios[0].replace(' at', ' per training example at')}" + (
@@ -74,19 +74,19 @@ def model_size_section(data: ReportData, folder: Path) -> Section | None:
 # --- memorisation -----------------------------------------------------------------------------
 def _fit(sr: StudyRuns, group: Group, n: int) -> LogisticFit | None:
     ests = per_epoch(sr.select(group, n), "train_clean_acc", carry=True)
-    return fit_logistic([e.mean for e in ests], sr.data.chance) if ests else None
+    return fit_logistic([e.mean for e in ests], sr.frames.chance) if ests else None
 
 
-def small_set_section(data: ReportData, folder: Path) -> Section | None:
-    sr = StudyRuns(data)
+def small_set_section(fr: Frames, folder: Path) -> Section | None:
+    sr = StudyRuns(fr)
     if not sr.has("train_clean_acc"):
         return None
-    if data.study.stop_at_train_acc is None:
+    if fr.study.stop_at_train_acc is None:
         return None  # without a target to fit, the Summary and fitting-noise section say it
     randoms = sr.random_labels()
     if not (randoms or len(sr.sizes()) > 1):
         return None
-    target = _target(data)
+    target = _target(fr)
     noisy = randoms or [g for g in sr.groups() if g[0] != CLEAN]
     groups = ([(CLEAN, 0.0)] if (CLEAN, 0.0) in sr.groups() else []) + noisy
     groups = groups[:MAX_PANELS]
@@ -113,7 +113,7 @@ def small_set_section(data: ReportData, folder: Path) -> Section | None:
             if any(f is not None and f.ok for f in fits.values())
             else ""
         )
-        + spread_note(len(data.study.seeds)),
+        + spread_note(len(fr.study.seeds)),
     )
     figures = [curves]
     if len(sr.sizes()) > 1:
@@ -136,18 +136,18 @@ def epochs_to_target_figure(
         "memorisation-epochs",
         "Fitting random labels: epochs needed and test accuracy against N",
         f"Left: epochs until {target * 100:g} % training accuracy, over the runs that got "
-        f"there; a cross at the cap ({sr.data.epochs} epochs) counts those that did not. Right: "
+        f"there; a cross at the cap ({sr.cap} epochs) counts those that did not. Right: "
         f"test accuracy of the trained network; the dotted line is chance. "
-        + spread_note(len(sr.data.study.seeds)),
+        + spread_note(len(sr.frames.study.seeds)),
     )
 
 
 # --- zero training loss -----------------------------------------------------------------------
-def zero_loss_section(data: ReportData, folder: Path) -> Section | None:
-    sr = StudyRuns(data)
-    if data.study.stop_at_train_acc is None or not sr.has("train_clean_acc"):
+def zero_loss_section(fr: Frames, folder: Path) -> Section | None:
+    sr = StudyRuns(fr)
+    if fr.study.stop_at_train_acc is None or not sr.has("train_clean_acc"):
         return None
-    target = _target(data)
+    target = _target(fr)
     rows = zero_rows(sr, target)
     if not rows:
         return None
@@ -192,14 +192,14 @@ def zero_loss_section(data: ReportData, folder: Path) -> Section | None:
 
 
 # --- sample size ------------------------------------------------------------------------------
-def sample_size_section(data: ReportData, folder: Path) -> Section | None:
-    sr = StudyRuns(data)
+def sample_size_section(fr: Frames, folder: Path) -> Section | None:
+    sr = StudyRuns(fr)
     sizes = sr.sizes()
-    if len(sizes) < 2 or data.study.stop_at_train_acc is not None:
+    if len(sizes) < 2 or fr.study.stop_at_train_acc is not None:
         return None
     clean = [(CLEAN, 0.0)] if (CLEAN, 0.0) in sr.groups() else []
     panels = []
-    for setup in data.setups[:MAX_PANELS]:
+    for setup in fr.infos[:MAX_PANELS]:
         noisy = [g for g in sr.groups() if g[0] == setup.name]
         if noisy:
             panels.append((setup.name, clean + noisy))
@@ -231,8 +231,7 @@ def sample_size_section(data: ReportData, folder: Path) -> Section | None:
         "Final test accuracy against the number of training examples N (equal per class), one "
         "line per noise level; an arrow runs from the clean accuracy at one N to the N at which "
         "a noisy level reaches it (interpolated in log N). Last panel: training time per run "
-        "(its pack's step time shared among the pack's runs). "
-        + spread_note(len(data.study.seeds)),
+        "(its pack's step time shared among the pack's runs). " + spread_note(len(fr.study.seeds)),
     )
     return Section(
         "sample-size",
@@ -243,11 +242,11 @@ def sample_size_section(data: ReportData, folder: Path) -> Section | None:
 
 
 # --- early stopping / validation --------------------------------------------------------------
-def early_stopping_section(data: ReportData, folder: Path) -> Section | None:
-    sr = StudyRuns(data)
-    if data.study.validation == 0 or not sr.has("val_loss"):
+def early_stopping_section(fr: Frames, folder: Path) -> Section | None:
+    sr = StudyRuns(fr)
+    if fr.study.validation == 0 or not sr.has("val_loss"):
         return None
-    main = main_train_size(data.study)
+    main = main_train_size(fr.study)
     n = main if main is not None else sr.full_size
     best = {r.run_id: b for r in sr.runs if (b := r.best_val_epoch) is not None}
     rows = [EarlyRow.of(g, runs) for g in sr.groups() if (runs := sr.select(g, n))]
@@ -268,8 +267,7 @@ def early_stopping_section(data: ReportData, folder: Path) -> Section | None:
     ]
     clean = [(CLEAN, 0.0)] if (CLEAN, 0.0) in sr.groups() else []
     panels = [
-        (s.name, clean + [g for g in sr.groups() if g[0] == s.name])
-        for s in data.setups[:MAX_PANELS]
+        (s.name, clean + [g for g in sr.groups() if g[0] == s.name]) for s in fr.infos[:MAX_PANELS]
     ]
     figure = save_figure(
         figs.early_stopping(sr, panels, best, n),
@@ -280,7 +278,7 @@ def early_stopping_section(data: ReportData, folder: Path) -> Section | None:
         "level); a dot marks its lowest validation loss, whose parameters are kept under early "
         "stopping, and a cross the epoch at which it stopped, if before the cap.",
     )
-    stopping = data.study.early_stopping
+    stopping = fr.study.early_stopping
     title = "Early stopping" if stopping else "Validation: the best epoch vs the last"
     head = [
         "labels",
@@ -294,7 +292,7 @@ def early_stopping_section(data: ReportData, folder: Path) -> Section | None:
     return Section("early-stopping", title, texts, [figure], head, table)
 
 
-SECTIONS: list[LegacyBuilder] = [
+SECTIONS: list[SectionBuilder] = [
     model_size_section,
     small_set_section,
     zero_loss_section,

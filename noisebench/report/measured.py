@@ -36,9 +36,6 @@ class Measured:
         self.names = {name for _, _, name in self._values}
         self._seed_of = dict(zip(frames.runs.run_id, frames.runs.seed, strict=True))
 
-    def has(self, name: str, setup: str | None = None) -> bool:
-        return any(n == name and (setup is None or s == setup) for s, _, n in self._values)
-
     def levels(self, setup: str, name: str) -> list[float]:
         """The setup's levels that have values of `name`."""
         return sorted(lv for s, lv, n in self._values if s == setup and n == name)

@@ -11,8 +11,6 @@ from its Findings (finding.py: each sentence with its check), figures saved by
 report/__init__.py's `SECTIONS`. Builders run under the report's matplotlib style; their
 figures are numbered after the main figures.
 
-The experiment builders (experiments.py) still take the ReportData of data.py;
-`LegacyBuilder` is their signature until they move to the Frames.
 """
 
 from __future__ import annotations
@@ -24,7 +22,6 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from .data import ReportData
 from .figures import FigureFile, save
 from .finding import Finding, ordered
 from .frames import Frames
@@ -63,7 +60,6 @@ def from_findings(
 
 
 SectionBuilder = Callable[[Frames, Path], Section | None]
-LegacyBuilder = Callable[[ReportData, Path], Section | None]
 
 
 def save_figure(fig: Figure, folder: Path, name: str, title: str, caption: str) -> FigureFile:

@@ -74,7 +74,7 @@ def missed_sentence(sr: StudyRuns, groups: list[Group], reach: dict, target: flo
     if not parts:
         return None
     runs = "run never reaches" if count == 1 else "runs never reach"
-    return f"{count} {runs} {target * 100:g} % within {sr.data.epochs} epochs: {'; '.join(parts)}."
+    return f"{count} {runs} {target * 100:g} % within {sr.cap} epochs: {'; '.join(parts)}."
 
 
 def scaling_sentence(sr: StudyRuns, groups: list[Group], reach: dict) -> str | None:
@@ -107,7 +107,7 @@ def _test(sr: StudyRuns, group: Group, n: int) -> Estimate:
 
 
 def test_sentence(sr: StudyRuns, groups: list[Group], reach: dict) -> str | None:
-    chance = sr.data.chance
+    chance = sr.frames.chance
     randoms = [g for g in groups if g in sr.random_labels()]
     clean = [(n, e) for n in sr.sizes() if (e := _test(sr, (CLEAN, 0.0), n)).n]
     means = [e.mean for g in randoms for n in sr.sizes() if (e := _test(sr, g, n)).n]
@@ -131,7 +131,7 @@ def test_sentence(sr: StudyRuns, groups: list[Group], reach: dict) -> str | None
     elif fitted == 0:
         best = max(r.best("train_clean_acc") for r in runs)
         text += (
-            f"; no run fitted its random labels within {sr.data.epochs} epochs (the best "
+            f"; no run fitted its random labels within {sr.cap} epochs (the best "
             f"reached {acc(best)} training accuracy)"
         )
     elif fitted < len(runs):
@@ -209,7 +209,7 @@ def zero_rows(sr: StudyRuns, target: float) -> list[ZeroRow]:
 
 
 def zero_loss_sentences(sr: StudyRuns, rows: list[ZeroRow], target: float) -> list[str]:
-    chance = sr.data.chance
+    chance = sr.frames.chance
     clean = {row.n: row for row in rows if row.group == (CLEAN, 0.0)}
     texts = []
     if clean:
