@@ -385,7 +385,7 @@ def issues_sentences(fr: Frames, m: Measured, setups: list[SetupInfo]) -> list[s
             f"Under {s.name} at {level_text(s, lv)}, cleanlab's default filter "
             "(prune_by_noise_rate) on the trained model's own probabilities flags "
             f"{pct(flagged)} of the training set; {pct(p)} of those are truly corrupted "
-            f"(precision; a random pick would reach {pct(share)}: {versus(d_base)}), they "
+            f"(precision; a random pick would reach {pct(share)}; {versus(d_base)}), they "
             f"cover {pct(r)} of the corrupted labels "
             f"(recall), and the k examples of lowest self-confidence are {pct(pk)} corrupted "
             "(precision@k)."
@@ -425,7 +425,7 @@ def ties(rows: list[tuple[SetupInfo, pd.Series]], n_test: int | None) -> str:
     """Which neighbours of a ranking (per-seed accuracies, worst first) the paired check
     cannot tell apart."""
     tied = [
-        f"{a.name} and {b.name}"
+        f"{a.name} vs {b.name}"
         for (a, va), (b, vb) in zip(rows, rows[1:], strict=False)
         if not paired(vb, va, n_test).clear
     ]

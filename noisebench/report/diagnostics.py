@@ -36,7 +36,7 @@ from .frames import Frames, SetupInfo
 from .measured import Measured, counts_copies, level_text, middle, spread
 from .sections import Section, SectionBuilder, save_figure
 from .stats import paired
-from .words import acc
+from .words import acc, verb
 
 
 def _label_setups(fr: Frames, m: Measured, name: str) -> list[SetupInfo]:
@@ -241,7 +241,8 @@ def ranking_section(fr: Frames, folder: Path) -> Section | None:
     seeded = [(s, fr.last(s.name, top, "test_acc")) for s, _ in rows]
     lvl = level_text(worst, top)
     texts = [
-        f"At {lvl}, the highest level {len(rows)} setups share, {worst.name} costs the most "
+        f"At {lvl}, the highest level {len(rows)} setups share, {worst.name} "
+        f"{verb(worst.name, 'costs', 'cost')} the most "
         f"accuracy ({acc(base.mean - e_w.mean).removesuffix(' %')} points: {pct(e_w)} against "
         f"{pct(base)} for the clean baseline) and {best.name} the least "
         f"({acc(base.mean - e_b.mean).removesuffix(' %')} points, {pct(e_b)}); "

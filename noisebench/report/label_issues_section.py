@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from .frames import Frames
 from .sections import Section as ReportSection
 from .sections import save_figure
+from .stats import mean_half
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -66,14 +66,8 @@ def _tidy(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
 
 def mean_ci(values: pd.Series) -> tuple[float, float]:
     """Mean and half-width of its 95 % t-interval (NaN with fewer than two finite values)."""
-    v = values.dropna().to_numpy(float)
-    if len(v) == 0:
-        return math.nan, math.nan
-    if len(v) < 2:
-        return float(v.mean()), math.nan
-    return float(v.mean()), float(
-        stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
-    )
+    mean, half, _ = mean_half(values)
+    return mean, half
 
 
 def _pct(mean: float, half: float) -> str:

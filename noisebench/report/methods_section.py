@@ -31,10 +31,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from scipy import stats  # noqa: E402
 
 from .frames import Frames  # noqa: E402
 from .sections import Section, save_figure  # noqa: E402
+from .stats import mean_half  # noqa: E402
 
 BASELINE = "ce"
 CLEAN = "clean"
@@ -51,12 +51,7 @@ class Interval:
 
     @classmethod
     def of(cls, values: np.ndarray) -> Interval:
-        values = np.asarray(values, dtype=float)
-        n = len(values)
-        mean = float(values.mean()) if n else math.nan
-        if n < 2:
-            return cls(mean, math.nan, math.nan, n)
-        half = stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n)
+        mean, half, n = mean_half(values)
         return cls(mean, mean - half, mean + half, n)
 
     @property
