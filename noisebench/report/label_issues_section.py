@@ -100,21 +100,28 @@ def _paired(tidy: pd.DataFrame, setup: str, level: float, key: str) -> pd.Series
     return (wide["out-of-sample"] - wide["in-sample"]).dropna()
 
 
-def _difference(diff: pd.Series, what: str) -> str:
+def _f1_claim(where: str, diff: pd.Series, f1: dict[str, tuple[float, float]]) -> str:
+    """The section's answer for one setting: do out-of-sample probabilities change the F1 of
+    the default filter, by the paired difference over seeds (no claim from one seed)?"""
+    values = (
+        f"{_pct(*f1['in-sample'])} in sample against {_pct(*f1['out-of-sample'])} out of sample"
+    )
     mean, half = mean_ci(diff)
-    if math.isnan(mean):
-        return ""
-    points = f"{round(mean * 100) + 0:+d} points"  # + 0: no "-0"
     if math.isnan(half):
-        return f"out-of-sample minus in-sample {what}: {points} (one seed: no interval, no claim)"
-    verdict = (
-        "out-of-sample better" if mean - half > 0
-        else "in-sample better" if mean + half < 0
-        else "not distinguishable"
-    )  # fmt: skip
+        return (
+            f"{where}, cleanlab's {MAIN} reaches an F1 of {values}; with one seed that is no "
+            "claim either way."
+        )
+    points = f"{round(mean * 100) + 0:+d} ± {half * 100:.0f} points"  # + 0: no "-0"
+    if mean - half > 0 or mean + half < 0:
+        way = "raise" if mean > 0 else "lower"
+        return (
+            f"{where}, out-of-sample probabilities {way} the F1 of cleanlab's {MAIN}: {values} "
+            f"({points}, paired over {len(diff)} seeds, 95 % t-interval)."
+        )
     return (
-        f"out-of-sample minus in-sample {what}: {points} ± {half * 100:.0f} "
-        f"(paired over {len(diff)} seeds, 95 % t-interval: {verdict})"
+        f"{where}, the data cannot tell in-sample from out-of-sample probabilities by the F1 "
+        f"of cleanlab's {MAIN}: {values} (paired difference {points} over {len(diff)} seeds)."
     )
 
 
@@ -129,34 +136,32 @@ def _sentences(tidy: pd.DataFrame) -> list[str]:
         if math.isnan(base[0]):
             base = stat("out-of-sample", "base_rate")
         base = (base[0], math.nan)  # the share the noise changed: a fact of each run, not a guess
-        for source in SOURCES.values():
-            precision = stat(source, f"{MAIN}_precision")
-            if math.isnan(precision[0]) and math.isnan(stat(source, f"{MAIN}_recall")[0]):
-                continue
-            recall, flagged = stat(source, f"{MAIN}_recall"), stat(source, f"{MAIN}_flagged_share")
-            auroc = stat(source, "self_confidence_auroc")
+        where = f"Under {setup} at X = {100 * level:g} %"
+        f1 = {source: stat(source, f"{MAIN}_f1") for source in SOURCES.values()}
+        if not any(math.isnan(v[0]) for v in f1.values()):
+            out.append(_f1_claim(where, _paired(tidy, setup, level, f"{MAIN}_f1"), f1))
+            where = "There"
+        precision = stat("out-of-sample", f"{MAIN}_precision")
+        if not math.isnan(precision[0]):
+            flagged = stat("out-of-sample", f"{MAIN}_flagged_share")
             out.append(
-                f"{setup} at X = {100 * level:g} %, {source}: cleanlab's {MAIN} flags "
-                f"{_pct(*flagged)} of the labels with precision {_pct(*precision)} (base rate "
-                f"{_pct(*base)}: the share of labels really changed) and recall "
-                f"{_pct(*recall)} (base rate: flagging as many at random finds {_pct(*flagged)}); "
-                f"self-confidence ranks a changed label below a kept one with AUROC "
-                f"{auroc[0]:.2f} (chance 0.50)."
+                f"{where}, out of sample it flags {_pct(*flagged)} of the labels with precision "
+                f"{_pct(*precision)}, against a base rate of {_pct(*base)} (the share of labels "
+                f"really changed), and recall {_pct(*stat('out-of-sample', f'{MAIN}_recall'))}."
             )
-        comparisons = [
-            _difference(_paired(tidy, setup, level, key), what)
-            for key, what in ((f"{MAIN}_f1", "F1"), ("self_confidence_auroc", "AUROC"))
-        ]
-        comparisons = [c for c in comparisons if c]
-        if comparisons:
-            out.append(f"{setup} at X = {100 * level:g} %: " + "; ".join(comparisons) + ".")
+        auroc = {source: stat(source, "self_confidence_auroc")[0] for source in SOURCES.values()}
+        if not math.isnan(auroc["out-of-sample"]):
+            out.append(
+                "Self-confidence ranks a changed label below a kept one with AUROC "
+                f"{auroc['out-of-sample']:.2f} out of sample and {auroc['in-sample']:.2f} in "
+                "sample (chance 0.50)."
+            )
         matrix = {source: stat(source, "noise_matrix_mae")[0] for source in SOURCES.values()}
         if not math.isnan(matrix["out-of-sample"]):
             out.append(
-                f"{setup} at X = {100 * level:g} %: cleanlab's estimate of the noise matrix "
-                f"P(given | true) is off by {matrix['out-of-sample']:.3f} per entry on average "
-                f"out of sample, {matrix['in-sample']:.3f} in sample (labels changed: "
-                f"{_pct(*base)})."
+                "The noise matrix P(given | true) that cleanlab estimates is off by "
+                f"{matrix['out-of-sample']:.3f} per entry on average out of sample and "
+                f"{matrix['in-sample']:.3f} in sample."
             )
     return out
 
