@@ -108,6 +108,7 @@ class StudyRuns:
     def __init__(self, frames: Frames) -> None:
         self.frames = frames
         self.cap = frames.study.train.epochs  # the study's training length
+        self.n_test = int(frames.meta.get("test_size") or 0) or None
         kept = frames.runs[frames.runs.status.isin(FINISHED)]
         series = frames.by_run()
         per_epoch = {

@@ -8,11 +8,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import pandas as pd
+
 from ..study import CLEAN
 from ..summary import Estimate, estimate
 from .experiment_runs import Group, Run, StudyRuns
 from .experiment_text import epochs_text
 from .fits import LogisticFit
+from .stats import paired
 from .words import acc, pts
 
 DEFAULT_TARGET = 0.9999  # "fitted" when the study sets no training-accuracy target
@@ -208,6 +211,10 @@ def zero_rows(sr: StudyRuns, target: float) -> list[ZeroRow]:
     return rows
 
 
+def _test_by_seed(sr: StudyRuns, group: Group, n: int) -> pd.Series:
+    return pd.Series({r.seed: r.last("test_acc") for r in sr.select(group, n)}, dtype=float)
+
+
 def zero_loss_sentences(sr: StudyRuns, rows: list[ZeroRow], target: float) -> list[str]:
     chance = sr.frames.chance
     clean = {row.n: row for row in rows if row.group == (CLEAN, 0.0)}
@@ -239,7 +246,8 @@ def zero_loss_sentences(sr: StudyRuns, rows: list[ZeroRow], target: float) -> li
             f"{acc(base.test.mean)}."
         )
         fitted = min(row.train.mean, base.train.mean) >= FITTED
-        apart = not base.test.overlaps(row.test) or not math.isfinite(row.test.half)
+        apart = paired(_test_by_seed(sr, (CLEAN, 0.0), row.n), _test_by_seed(sr, group, row.n),
+                       sr.n_test).clear  # fmt: skip
         at_chance = abs(row.test.mean - chance) <= NEAR_CHANCE < base.test.mean - chance
         gaps = (base.train.mean - base.test.mean, row.train.mean - row.test.mean)
         memorised.append((group, row.n, gaps, fitted and apart and at_chance))
