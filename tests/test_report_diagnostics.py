@@ -231,7 +231,16 @@ def test_the_robustness_answer_follows_the_confidence_intervals(study_dir, tmp_p
             setup,
             level,
         )
-    pixels, labels = rebuild(directory, robustness_section, tmp_path).paragraphs[1:3]
+    section = rebuild(directory, robustness_section, tmp_path)
+    pixels, labels = section.paragraphs[1:3]
+    # each sentence is a Finding whose check is the paired difference it reports
+    checks = {f.key: f.holds for f in section.findings}
+    assert checks == {
+        "robustness-clean": True,
+        "robustness-pixels": False,
+        "robustness-labels": True,
+    }
+    assert all(f.statistic.startswith("paired difference") for f in section.findings)
     assert pixels.startswith("Is a model trained on noisy pixels more robust to FGSM")
     assert (
         "Yes for replaced pixels (60.1 ± 1.3 %); not distinguishable for gaussian pixels" in pixels

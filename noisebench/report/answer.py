@@ -58,14 +58,6 @@ def _n_test(fr: Frames) -> int | None:
     return int(n) if n else None
 
 
-def _scope(fr: Frames) -> str:
-    seeds = fr.seeds
-    return (
-        f"{fr.meta.get('dataset')}, {count(len(seeds), 'seed')} "
-        f"({', '.join(map(str, seeds))}), epochs 1–{fr.epochs}"
-    )
-
-
 def _mean(series: pd.Series) -> float:
     return float(series.mean()) if len(series) else float("nan")
 
@@ -105,7 +97,7 @@ def data_scope(fr: Frames) -> Finding:
             else ""
         )
         text = f"This study ran on {name}{fallback}, with {sizes}."
-    return Finding("data", text, True, "the store's dataset record", _scope(fr), None, 100)
+    return Finding("data", text, True, "the store's dataset record", fr.scope, None, 100)
 
 
 def training_scope(fr: Frames) -> Finding:
@@ -122,7 +114,7 @@ def training_scope(fr: Frames) -> Finding:
             f"It trained every setup and level with {count(n, 'seed')} for {fr.epochs} epochs; "
             f"a number below is after epoch {fr.epochs} unless it names another epoch."
         )
-    return Finding("length", text, True, "the runs' stored epochs", _scope(fr), "table", 99)
+    return Finding("length", text, True, "the runs' stored epochs", fr.scope, "table", 99)
 
 
 def definitions(fr: Frames) -> list[Finding]:
@@ -131,7 +123,7 @@ def definitions(fr: Frames) -> list[Finding]:
         if not [lv for lv in fr.levels(s.name) if lv > 0]:
             continue  # only its clean baseline: no noise to describe
         text = f"Under {s.name}, {noise_words(s.noise, s.params, fr.num_classes)}."
-        out.append(Finding(f"define-{s.name}", text, True, "the study", _scope(fr), None, 98 - i))
+        out.append(Finding(f"define-{s.name}", text, True, "the study", fr.scope, None, 98 - i))
     return out[:4]
 
 
@@ -142,7 +134,7 @@ def clean_test(fr: Frames) -> Finding:
         f"The test set is never noised: every test accuracy is measured on {images}, "
         f"where guessing scores {acc(fr.chance)}."
     )
-    return Finding("clean-test", text, True, "the study design", _scope(fr), None, 94)
+    return Finding("clean-test", text, True, "the study design", fr.scope, None, 94)
 
 
 # --- the headline comparison -----------------------------------------------------------------
@@ -182,8 +174,8 @@ def compare_last(fr: Frames, a: str, b: str, lv: float) -> list[Finding]:
     holds, verdict = _differs(d, worse, better, "there")
     stat = f"paired difference {pm(d.mean, d.half, digits=2)} points over {count(d.n, 'seed')}"
     return [
-        Finding("values-last", values, True, "mean over seeds", _scope(fr), "table", 90),
-        Finding("compare-last", verdict, holds, stat, _scope(fr), "final_accuracy", 89),
+        Finding("values-last", values, True, "mean over seeds", fr.scope, "table", 90),
+        Finding("compare-last", verdict, holds, stat, fr.scope, "final_accuracy", 89),
     ]
 
 
@@ -214,7 +206,7 @@ def compare_levels(fr: Frames, a: str, b: str) -> Finding | None:
             parts.append(f"the data cannot tell at {runs_of(shared, unclear)}")
         text = f"Over the shared noisy levels after the last epoch, {listing(parts)}."
     stat = "paired difference per level over seeds (or the test set's binomial error, one seed)"
-    return Finding("compare-levels", text, not unclear, stat, _scope(fr), "final_accuracy", 80)
+    return Finding("compare-levels", text, not unclear, stat, fr.scope, "final_accuracy", 80)
 
 
 def ranking(fr: Frames, setups: list[str]) -> Finding | None:
@@ -256,7 +248,7 @@ def ranking(fr: Frames, setups: list[str]) -> Finding | None:
         holds = True
     stat = "paired difference against the lowest and the highest setup"
     ref = "setup-ranking" if len(setups) >= 4 else "final_accuracy"
-    return Finding("ranking", text, holds, stat, _scope(fr), ref, 88)
+    return Finding("ranking", text, holds, stat, fr.scope, ref, 88)
 
 
 # --- training length -------------------------------------------------------------------------
@@ -265,7 +257,7 @@ def peak_then_fall(fr: Frames, setup: str, lv: float, importance: int) -> Findin
     if p is None or p.last_epoch < 2:
         return None
     where = f"Under {setup} at X = {x(lv)}"
-    scope = _scope(fr)
+    scope = fr.scope
     if p.epoch == p.last_epoch:
         text = (
             f"{where}, mean test accuracy is highest at the last epoch measured, "
@@ -328,7 +320,7 @@ def compare_best(fr: Frames, a: str, b: str, lv: float) -> Finding | None:
             f"Stopped at each setup's best epoch, the data cannot tell which costs more: {values}."
         )
     stat = f"paired difference at the best epochs {pm(d.mean, d.half, digits=2)} points"
-    return Finding("compare-best", text, d.clear, stat, _scope(fr), "table", 83)
+    return Finding("compare-best", text, d.clear, stat, fr.scope, "table", 83)
 
 
 def above_clean(fr: Frames, setup: str, lv: float) -> Finding | None:
@@ -345,7 +337,7 @@ def above_clean(fr: Frames, setup: str, lv: float) -> Finding | None:
         f"against {acc(_mean(clean))}."
     )
     stat = f"paired difference {pm(d.mean, d.half, digits=2)} points"
-    return Finding(f"above-clean-{setup}", text, True, stat, _scope(fr), "table", 82)
+    return Finding(f"above-clean-{setup}", text, True, stat, fr.scope, "table", 82)
 
 
 def memorising(fr: Frames, setup: str, lv: float) -> Finding | None:
@@ -390,7 +382,7 @@ def memorising(fr: Frames, setup: str, lv: float) -> Finding | None:
         )
         holds = False
     stat = f"paired rise {pm(rise.mean, rise.half, digits=2)} points"
-    return Finding("memorising", text, holds, stat, _scope(fr), "fitting-noise", 86)
+    return Finding("memorising", text, holds, stat, fr.scope, "fitting-noise", 86)
 
 
 def _epoch_runs(epochs: list[int]) -> str:
@@ -439,7 +431,7 @@ def compare_over_epochs(fr: Frames, a: str, b: str, lv: float) -> Finding | None
         )
         holds = False
     stat = "paired difference per epoch over seeds; a sign counts over two or more epochs in a row"
-    return Finding("compare-epochs", text, holds, stat, _scope(fr), "accuracy_epochs", 84)
+    return Finding("compare-epochs", text, holds, stat, fr.scope, "accuracy_epochs", 84)
 
 
 # --- mechanisms --------------------------------------------------------------------------
@@ -463,9 +455,7 @@ def label_confidence(fr: Frames, setup: str, lv: float) -> Finding | None:
         f"At X = {x(lv)}, the mean test confidence of the models trained with {setup}, "
         f"{acc(conf)}, is {relation} the {acc(share)} of training labels that are correct."
     )
-    return Finding(
-        "label-confidence", text, True, "means over seeds", _scope(fr), "calibration", 70
-    )
+    return Finding("label-confidence", text, True, "means over seeds", fr.scope, "calibration", 70)
 
 
 def cross_entropy(fr: Frames, a: str, b: str, lv: float) -> Finding | None:
@@ -489,7 +479,7 @@ def cross_entropy(fr: Frames, a: str, b: str, lv: float) -> Finding | None:
         text = f"Test cross-entropy at X = {x(lv)} is {values} (one seed, not compared)."
         holds = False
     stat = f"paired difference {pm(d.mean, d.half, 1, 3)} nats"
-    return Finding("cross-entropy", text, holds, stat, _scope(fr), "final_loss", 55)
+    return Finding("cross-entropy", text, holds, stat, fr.scope, "final_loss", 55)
 
 
 def pixel_background(fr: Frames, setup: str, lv: float) -> list[Finding]:
@@ -508,18 +498,18 @@ def pixel_background(fr: Frames, setup: str, lv: float) -> list[Finding]:
         )
         out.append(
             Finding(
-                "background", text, True, "measured on the training set", _scope(fr), "examples", 66
+                "background", text, True, "measured on the training set", fr.scope, "examples", 66
             )
         )
     else:
         text = f"Only {acc(share)} of the pixels that {setup} replaces change value."
         out.append(
             Finding(
-                "background", text, True, "measured on the training set", _scope(fr), "examples", 66
+                "background", text, True, "measured on the training set", fr.scope, "examples", 66
             )
         )
     text = f"So at X = {x(lv)}, only about {acc(lv * share)} of each training image really differs."
-    out.append(Finding("differs", text, True, "X × changed share", _scope(fr), "examples", 65))
+    out.append(Finding("differs", text, True, "X × changed share", fr.scope, "examples", 65))
     return out
 
 
@@ -533,7 +523,7 @@ def no_information(fr: Frames) -> list[Finding]:
         f"At X = 100 % the training data carry no information about the true class: {why}.",
         True,
         "the noise's definition",
-        _scope(fr),
+        fr.scope,
         None,
         59,
     )
@@ -568,7 +558,7 @@ def no_information(fr: Frames) -> list[Finding]:
         text,
         holds,
         "mean − chance, 95 % t (or binomial, one seed)",
-        _scope(fr),
+        fr.scope,
         "final_accuracy",
         58,
     )
@@ -590,7 +580,7 @@ def intervals(fr: Frames) -> Finding:
             "With one seed there are no intervals: a difference counts only when it exceeds the "
             f"test set's sampling error, about {pts(error)} at 90 % accuracy on {images} images."
         )
-    return Finding("intervals", text, True, "binomial, 95 %", _scope(fr), "table", 57)
+    return Finding("intervals", text, True, "binomial, 95 %", fr.scope, "table", 57)
 
 
 def diverged(fr: Frames) -> Finding | None:
@@ -599,7 +589,7 @@ def diverged(fr: Frames) -> Finding | None:
     if not bad:
         return None
     text = f"{bad} of {len(finished)} finished runs diverged; their curves stop at the divergence."
-    return Finding("diverged", text, True, "run status", _scope(fr), "table", 95)
+    return Finding("diverged", text, True, "run status", fr.scope, "table", 95)
 
 
 # --- the section -------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import math
 import pandas as pd
 
 from ..summary import Estimate, estimate
+from .finding import Finding
 from .frames import Frames, SetupInfo
 from .measured import Measured, counts_copies, level_text, middle, unperturbed, x_share
 from .stats import Paired, paired
@@ -42,6 +43,20 @@ def versus(d: Paired) -> str:
         within = "larger than" if d.clear else "within"
         return f"one seed: {within} the test set's sampling error of about {pts(d.binomial)}"
     return "one seed: the data cannot tell"
+
+
+def checked(fr: Frames, key: str, text: str | None, checks: list[Paired], ref: str):
+    """A sentence as a Finding: it holds when every paired check it reports is clear (a
+    sentence whose check fails already says what the data cannot tell)."""
+    if not text:
+        return None
+    if not checks:
+        statistic = "means over seeds"
+    elif len(fr.seeds) > 1:
+        statistic = "paired difference over seeds, 95 % t-interval"
+    else:
+        statistic = "one seed: a difference beyond the test set's binomial error"
+    return Finding(key, text, all(d.clear for d in checks), statistic, fr.scope, ref)
 
 
 def sign_of(e: Estimate) -> int:
@@ -163,6 +178,14 @@ def noisy_fit_sentence(m: Measured, setup: SetupInfo, lv: float, cross: int | No
     return f"{first}; from epoch {cross} on it memorises the noise, and {end}."
 
 
+def noisy_fit_finding(m: Measured, setup: SetupInfo, lv: float, cross: int | None):
+    text = noisy_fit_sentence(m, setup, lv, cross)
+    checks = [] if random_labels(setup, lv) else [
+        paired(*(m.per_seed(setup.name, lv, n) for n in ("fit_noisy", "fit_true")))
+    ]  # fmt: skip
+    return checked(m.frames, f"noisy-fit-{setup.name}", text, checks, "fitting-noise")
+
+
 def crossings_sentence(m: Measured, setup: SetupInfo, levels: list[float], crossings) -> str:
     """At which epoch the noisy label overtakes the true one, level by level (not where the
     labels are all random: there is no true one to overtake)."""
@@ -223,7 +246,6 @@ def _levels(setup: SetupInfo, levels: list[float]) -> str:
 # --- calibration ----------------------------------------------------------------------------
 def final_gaps(fr: Frames, setup: str, lv: float) -> pd.Series:
     """Per seed: mean test confidence minus test accuracy at the last epoch."""
-    fr = fr
     return (fr.last(setup, lv, "test_conf") - fr.last(setup, lv, "test_acc")).dropna()
 
 
@@ -239,18 +261,19 @@ def _confident(gap: Estimate) -> str:
     ]
 
 
-def calibration_sentences(fr: Frames, m: Measured, setups: list[SetupInfo]) -> list[str]:
+def calibration_sentences(fr: Frames, m: Measured, setups: list[SetupInfo]) -> list[Finding]:
     first = setups[0].name
     if 0.0 not in fr.levels(first):
         return []
     b_gap, b_ece = final_gap(fr, first, 0.0), m.final(first, 0.0, "test_ece")
     b_gaps, b_eces = final_gaps(fr, first, 0.0), m.per_seed(first, 0.0, "test_ece")
     base = {name: m.final(first, 0.0, name) for name in ("test_conf", "test_acc")}
-    out = [
+    baseline = (
         f"The clean baseline ends {_confident(b_gap)}: its mean confidence (max softmax) on the "
         f"test set is {pct(base['test_conf'])} against an accuracy of {pct(base['test_acc'])} "
         f"(confidence minus accuracy {signed(b_gap)}), with an ECE of {pct(b_ece)}."
-    ]
+    )
+    out = [checked(fr, "calibration-clean", baseline, [], "calibration")]
     everything: list[tuple[SetupInfo, float]] = []
     for kind, what in (("labels", "noisy labels"), ("pixels", "noisy pixels"), ("", "other noise")):
         picked = [(s, middle([lv for lv in fr.levels(s.name) if lv > 0])) for s in setups]
@@ -263,36 +286,33 @@ def calibration_sentences(fr: Frames, m: Measured, setups: list[SetupInfo]) -> l
         ways = {_confident(g) for _, _, g in gaps}
         verdict = f"end {ways.pop()}" if len(ways) == 1 else "differ"
         items = [f"{signed(g)} for {_named(s, lv, at)}" for s, lv, g in gaps]
+        checks = [paired(final_gaps(fr, s.name, lv), b_gaps) for s, lv, _ in gaps]
         groups = [
-            (
-                against(
-                    paired(final_gaps(fr, s.name, lv), b_gaps),
-                    "more over-confident",
-                    "more under-confident",
-                ),
-                _named(s, lv, at),
-            )
-            for s, lv, _ in gaps
+            (against(d, "more over-confident", "more under-confident"), _named(s, lv, at))
+            for d, (s, lv, _) in zip(checks, gaps, strict=True)
         ]
-        out.append(
+        text = (
             f"Trained on {what} at {at}, the models {verdict}: confidence minus accuracy is "
             f"{listing(items, 6)}; against the clean baseline's {signed(b_gap)} that is "
             f"{grouped(groups) if len(groups) > 1 else groups[0][0]}"
             f"{BY_SEEDS[len(fr.study.seeds) > 1]}."
         )
+        out.append(checked(fr, f"calibration-{kind or 'other'}", text, checks, "calibration"))
     if everything:
         at = _shared_level(everything)
+        checks = [paired(m.per_seed(s.name, lv, "test_ece"), b_eces) for s, lv in everything]
         eces = [
             (
-                against(paired(m.per_seed(s.name, lv, "test_ece"), b_eces), "higher", "lower"),
+                against(d, "higher", "lower"),
                 f"{_named(s, lv, at)} ({pct(m.final(s.name, lv, 'test_ece'))})",
             )
-            for s, lv in everything
+            for d, (s, lv) in zip(checks, everything, strict=True)
         ]
-        out.append(
+        text = (
             f"Against the clean baseline's {pct(b_ece)}, the ECE at {at} is {grouped(eces)}"
             f"{BY_SEEDS[len(fr.study.seeds) > 1]}."
         )
+        out.append(checked(fr, "calibration-ece", text, checks, "calibration"))
     return out
 
 
@@ -307,7 +327,7 @@ def attacked_count(fr: Frames, m: Measured) -> int | None:
     return min(int(wanted), test)
 
 
-def robustness_sentences(fr: Frames, m: Measured, eps: float) -> list[str]:
+def robustness_sentences(fr: Frames, m: Measured, eps: float) -> list[Finding]:
     first = next((s for s in fr.infos if 0.0 in fr.levels(s.name)), None)
     if first is None:
         return []
@@ -323,11 +343,12 @@ def robustness_sentences(fr: Frames, m: Measured, eps: float) -> list[str]:
         verdict = "so it is the gradient's direction, not the size of the change, that breaks it."
     else:
         verdict = "so the data cannot tell the gradient's direction from the size of the change."
-    out = [
+    text = (
         f"The clean baseline is right on {pct(clean)} of the attacked test images; FGSM at "
         f"ε = {eps:g} leaves {pct(b_fgsm)}, while random ±ε signs of the same size leave "
         f"{pct(b_rand)} ({versus(d)}), {verdict}"
-    ]
+    )
+    out = [checked(fr, "robustness-clean", text, [d], "robustness")]
     for kind, question in (
         ("pixels", "Is a model trained on noisy pixels more robust to FGSM than the clean one?"),
         ("labels", "Is one trained on noisy labels less robust?"),
@@ -343,18 +364,20 @@ def robustness_sentences(fr: Frames, m: Measured, eps: float) -> list[str]:
         if not found:
             continue
         at = _shared_level([(s, lv) for s, lv, _ in found])
-        answers = []
+        answers, checks = [], []
         for s, lv, e in found:
             d_s = paired(m.per_seed(s.name, lv, fgsm), base, n)
+            checks.append(d_s)
             way = against(d_s, "more robust", "less robust")
             answer = "yes" if way == wanted else way if way in UNSURE else f"no, {way},"
             answers.append((answer, f"{_named(s, lv, at)} ({pct(e)})"))
-        text = grouped(answers)
-        out.append(
-            f"{question} {text[0].upper() + text[1:]}: accuracy under FGSM at ε = {eps:g} after "
+        said = grouped(answers)
+        text = (
+            f"{question} {said[0].upper() + said[1:]}: accuracy under FGSM at ε = {eps:g} after "
             f"training at {at}, against the clean baseline's {pct(b_fgsm)}"
             f"{BY_SEEDS[len(fr.study.seeds) > 1]}."
         )
+        out.append(checked(fr, f"robustness-{kind}", text, checks, "robustness"))
     return out
 
 
@@ -373,7 +396,7 @@ def corrupted_share(m: Measured, s: SetupInfo, lv: float) -> Estimate:
     return estimate(list(corrupted_shares(m, s, lv)))
 
 
-def issues_sentences(fr: Frames, m: Measured, setups: list[SetupInfo]) -> list[str]:
+def issues_sentences(fr: Frames, m: Measured, setups: list[SetupInfo]) -> list[Finding]:
     out = []
     for s in setups[:3]:
         levels = [lv for lv in m.levels(s.name, "issues_precision") if lv > 0]
@@ -381,7 +404,7 @@ def issues_sentences(fr: Frames, m: Measured, setups: list[SetupInfo]) -> list[s
         p, r, pk, flagged = (m.final(s.name, lv, n) for n in ISSUES)
         share = corrupted_share(m, s, lv)
         d_base = paired(m.per_seed(s.name, lv, ISSUES[0]), corrupted_shares(m, s, lv))
-        out.append(
+        text = (
             f"Under {s.name} at {level_text(s, lv)}, cleanlab's default filter "
             "(prune_by_noise_rate) on the trained model's own probabilities flags "
             f"{pct(flagged)} of the training set; {pct(p)} of those are truly corrupted "
@@ -390,21 +413,23 @@ def issues_sentences(fr: Frames, m: Measured, setups: list[SetupInfo]) -> list[s
             f"(recall), and the k examples of lowest self-confidence are {pct(pk)} corrupted "
             "(precision@k)."
         )
+        out.append(checked(fr, f"issues-{s.name}", text, [d_base], "label-issues"))
         if len(levels) > 1 and len(setups) == 1:
             lo, hi = levels[0], levels[-1]
             b_lo, b_hi = corrupted_share(m, s, lo), corrupted_share(m, s, hi)
+            d_recall = paired(*(m.per_seed(s.name, v, ISSUES[1]) for v in (hi, lo)))
             parts = [
                 f"precision from {pct(m.final(s.name, lo, ISSUES[0]))} (base rate "
                 f"{acc(b_lo.mean)}) to {pct(m.final(s.name, hi, ISSUES[0]))} (base rate "
                 f"{acc(b_hi.mean)})",
                 f"recall from {pct(m.final(s.name, lo, ISSUES[1]))} to "
-                f"{pct(m.final(s.name, hi, ISSUES[1]))} "
-                f"({versus(paired(*(m.per_seed(s.name, v, ISSUES[1]) for v in (hi, lo))))})",
+                f"{pct(m.final(s.name, hi, ISSUES[1]))} ({versus(d_recall)})",
             ]
-            out.append(
+            text = (
                 f"From {level_text(s, lo)} to {level_text(s, hi)}, {s.name} moves "
                 f"{' and '.join(parts)}."
             )
+            out.append(checked(fr, f"issues-levels-{s.name}", text, [d_recall], "label-issues"))
     shares = [s for s in setups if not counts_copies(s.noise)]
     common = set.intersection(*(set(m.levels(s.name, ISSUES[2])) for s in shares)) - {0.0}
     if len(shares) > 1 and common:
@@ -412,11 +437,12 @@ def issues_sentences(fr: Frames, m: Measured, setups: list[SetupInfo]) -> list[s
         ranked = sorted(shares, key=lambda s: m.final(s.name, lv, ISSUES[2]).mean)
         lo, hi = ranked[0], ranked[-1]
         e_lo, e_hi = m.final(lo.name, lv, ISSUES[2]), m.final(hi.name, lv, ISSUES[2])
-        out.append(
+        d = paired(*(m.per_seed(t.name, lv, ISSUES[2]) for t in (hi, lo)))
+        text = (
             f"At {level_text(hi, lv)}, the corrupted labels are easiest to find under {hi.name} "
-            f"(precision@k {pct(e_hi)}) and hardest under {lo.name} ({pct(e_lo)}; "
-            f"{versus(paired(*(m.per_seed(t.name, lv, ISSUES[2]) for t in (hi, lo))))})."
+            f"(precision@k {pct(e_hi)}) and hardest under {lo.name} ({pct(e_lo)}; {versus(d)})."
         )
+        out.append(checked(fr, "issues-easiest", text, [d], "label-issues"))
     return out[:5]
 
 

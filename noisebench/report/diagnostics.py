@@ -17,12 +17,13 @@ from .diagnostic_text import (
     _finite,
     attacked_count,
     calibration_sentences,
+    checked,
     corrupted_share,
     crossings_sentence,
     final_gap,
     issues_sentences,
     listing,
-    noisy_fit_sentence,
+    noisy_fit_finding,
     others_sentence,
     overtakes,
     pct,
@@ -34,7 +35,7 @@ from .diagnostic_text import (
 from .figures import spread_note
 from .frames import Frames, SetupInfo
 from .measured import Measured, counts_copies, level_text, middle, spread
-from .sections import Section, SectionBuilder, save_figure
+from .sections import Section, SectionBuilder, from_findings, save_figure
 from .stats import paired
 from .words import acc, verb
 
@@ -55,15 +56,17 @@ def noisy_fit_section(fr: Frames, folder: Path) -> Section | None:
         for lv in shown[s.name]:
             noisy, true = (m.per_epoch(s.name, lv, n) for n in ("fit_noisy", "fit_true"))
             crossings[(s.name, lv)] = None if random_labels(s, lv) else overtakes(noisy, true)
-    texts = []
+    texts: list = []  # Findings
     for s in setups if len(setups) <= 2 else setups[:1]:
         informative = [lv for lv in shown[s.name] if not random_labels(s, lv)]
         top = (informative or shown[s.name])[-1]
-        texts.append(noisy_fit_sentence(m, s, top, crossings[(s.name, top)]))
+        texts.append(noisy_fit_finding(m, s, top, crossings[(s.name, top)]))
         if len(shown[s.name]) > 1:
-            texts.append(crossings_sentence(m, s, shown[s.name], crossings))
+            text = crossings_sentence(m, s, shown[s.name], crossings)
+            texts.append(checked(fr, f"overtakes-{s.name}", text, [], "fitting-noise"))
     if len(setups) > 2:
-        texts.append(others_sentence(m, setups[1:], shown, crossings))
+        text = others_sentence(m, setups[1:], shown, crossings)
+        texts.append(checked(fr, "overtakes-others", text, [], "fitting-noise"))
     texts = [t for t in texts if t]
     if not texts:
         return None
@@ -79,7 +82,7 @@ def noisy_fit_section(fr: Frames, folder: Path) -> Section | None:
         "A dotted line marks the first epoch at which the noisy label wins. "
         + spread_note(len(fr.study.seeds)),
     )
-    return Section(
+    return from_findings(
         "fitting-noise",
         "Fitting the true pattern, then memorising the noisy labels",
         texts,
@@ -122,7 +125,8 @@ def calibration_section(fr: Frames, folder: Path) -> Section | None:
         )
         + spread_note(len(fr.study.seeds)),
     )
-    return Section("calibration", "Calibration: does confidence match accuracy?", texts, [figure])
+    title = "Calibration: does confidence match accuracy?"
+    return from_findings("calibration", title, texts, [figure])
 
 
 # --- robustness ----------------------------------------------------------------------------
@@ -163,7 +167,8 @@ def robustness_section(fr: Frames, folder: Path) -> Section | None:
         f"noise levels per setup; ε = 0 is the unperturbed accuracy. The dotted line marks ε = "
         f"{mid:g}, compared in the text. " + spread_note(len(fr.study.seeds)),
     )
-    return Section("robustness", "Robustness: adversarial vs random perturbations", texts, [figure])
+    title = "Robustness: adversarial vs random perturbations"
+    return from_findings("robustness", title, texts, [figure])
 
 
 # --- finding the wrong labels ----------------------------------------------------------------
@@ -210,7 +215,7 @@ def issues_section(fr: Frames, folder: Path) -> Section | None:
         for lv in m.levels(s.name, ISSUES[0])
         if lv > 0
     ]
-    return Section(
+    return from_findings(
         "label-issues",
         "Finding the wrong labels",
         texts,
@@ -240,18 +245,24 @@ def ranking_section(fr: Frames, folder: Path) -> Section | None:
     n_test = int(fr.meta.get("test_size") or 0) or None
     seeded = [(s, fr.last(s.name, top, "test_acc")) for s, _ in rows]
     lvl = level_text(worst, top)
+    d_ends = paired(seeded[0][1], seeded[-1][1], n_test)
+    neighbours = [paired(b, a, n_test) for (_, a), (_, b) in zip(seeded, seeded[1:], strict=False)]
     texts = [
         f"At {lvl}, the highest level {len(rows)} setups share, {worst.name} "
         f"{verb(worst.name, 'costs', 'cost')} the most "
         f"accuracy ({acc(base.mean - e_w.mean).removesuffix(' %')} points: {pct(e_w)} against "
         f"{pct(base)} for the clean baseline) and {best.name} the least "
         f"({acc(base.mean - e_b.mean).removesuffix(' %')} points, {pct(e_b)}); "
-        f"{versus(paired(seeded[0][1], seeded[-1][1], n_test))}.",
+        f"{versus(d_ends)}.",
         "From most to least accuracy lost: "
         + ", ".join(f"{s.name} ({(base.mean - e.mean) * 100:.1f})" for s, e in rows)
         + " points"
         + ties(seeded, n_test)
         + ".",
+    ]
+    findings = [
+        checked(fr, "ranking-ends", texts[0], [d_ends], "setup-ranking"),
+        checked(fr, "ranking-order", texts[1], neighbours, "setup-ranking"),
     ]
     others = [s for s in fr.infos if counts_copies(s.noise) and fr.levels(s.name)]
     if others:
@@ -260,7 +271,8 @@ def ranking_section(fr: Frames, folder: Path) -> Section | None:
             for s in others
             for lv in fr.levels(s.name)[-1:]
         ]
-        texts.append(f"Left out because their level counts noisy copies: {listing(parts)}.")
+        text = f"Left out because their level counts noisy copies: {listing(parts)}."
+        findings.append(checked(fr, "ranking-left-out", text, [], "setup-ranking"))
     figure = save_figure(
         figs.ranking(base, rows, lvl, fr.chance),
         folder,
@@ -269,7 +281,8 @@ def ranking_section(fr: Frames, folder: Path) -> Section | None:
         f"Final test accuracy of each setup at {lvl}, most accuracy lost at the bottom; bars: "
         "95 % CI over seeds. The vertical line and its band are the clean baseline.",
     )
-    return Section("setup-ranking", "Which noise costs the most accuracy", texts, [figure])
+    title = "Which noise costs the most accuracy"
+    return from_findings("setup-ranking", title, findings, [figure])
 
 
 SECTIONS: list[SectionBuilder] = [

@@ -104,6 +104,16 @@ class Frames:
     def seeds(self) -> list[int]:
         return sorted(int(s) for s in self.shown.seed.unique())
 
+    @property
+    def scope(self) -> str:
+        """What a finding covers: 'mnist-sample, 3 seeds (0, 1, 2), epochs 1–10'."""
+        seeds = self.seeds
+        many = "seed" if len(seeds) == 1 else "seeds"
+        return (
+            f"{self.meta.get('dataset')}, {len(seeds)} {many} ({', '.join(map(str, seeds))}), "
+            f"epochs 1–{self.epochs}"
+        )
+
     # --- numbers ----------------------------------------------------------------------
     def curves(self, setup: str, level: float, metric: str) -> pd.DataFrame:
         """seed × epoch table of `metric` for the runs shown at (setup, level); epochs ≥ 1."""
