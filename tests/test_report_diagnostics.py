@@ -18,6 +18,7 @@ import pytest
 from helpers import copy_store, sql
 
 from noisebench.report import read, write_report
+from noisebench.report.diagnostic_text import _shifts
 from noisebench.report.diagnostics import noisy_fit_section, robustness_section
 from noisebench.runner import run_study
 from noisebench.store import Store
@@ -288,3 +289,16 @@ def test_calibration_words_follow_the_sign_and_say_when_one_seed_cannot_tell():
     assert _confident(estimate([-0.2])) == "under-confident (one seed, so uncertain)"
     assert _confident(estimate([0.10, 0.12, 0.11])) == "over-confident"
     assert _confident(estimate([-0.05, 0.06])) == "neither over- nor under-confident"
+
+
+@pytest.mark.parametrize(
+    ("gap", "base", "above", "below"),
+    [
+        (0.02, 0.04, "more over-confident", "less over-confident"),  # both over-confident
+        (-0.40, 0.02, "less under-confident", "under- instead of over-confident"),
+        (-0.40, -0.10, "less under-confident", "more under-confident"),
+        (0.05, -0.10, "over- instead of under-confident", "less over-confident"),
+    ],
+)
+def test_a_calibration_shift_is_named_from_both_gaps(gap, base, above, below):
+    assert _shifts(gap, base) == (above, below)

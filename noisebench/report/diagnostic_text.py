@@ -261,6 +261,22 @@ def _confident(gap: Estimate) -> str:
     ]
 
 
+def _shifts(gap: float, base: float) -> tuple[str, str]:
+    """How a model's confidence − accuracy `gap` reads against the baseline's `base` when it
+    is clearly (above, below) it: over-confidence grows or under-confidence shrinks."""
+    above = (
+        "less under-confident" if gap <= 0
+        else "more over-confident" if base >= 0
+        else "over- instead of under-confident"
+    )  # fmt: skip
+    below = (
+        "less over-confident" if gap >= 0
+        else "more under-confident" if base <= 0
+        else "under- instead of over-confident"
+    )  # fmt: skip
+    return above, below
+
+
 def calibration_sentences(fr: Frames, m: Measured, setups: list[SetupInfo]) -> list[Finding]:
     first = setups[0].name
     if 0.0 not in fr.levels(first):
@@ -288,8 +304,8 @@ def calibration_sentences(fr: Frames, m: Measured, setups: list[SetupInfo]) -> l
         items = [f"{signed(g)} for {_named(s, lv, at)}" for s, lv, g in gaps]
         checks = [paired(final_gaps(fr, s.name, lv), b_gaps) for s, lv, _ in gaps]
         groups = [
-            (against(d, "more over-confident", "more under-confident"), _named(s, lv, at))
-            for d, (s, lv, _) in zip(checks, gaps, strict=True)
+            (against(d, *_shifts(g.mean, b_gap.mean)), _named(s, lv, at))
+            for d, (s, lv, g) in zip(checks, gaps, strict=True)
         ]
         text = (
             f"Trained on {what} at {at}, the models {verdict}: confidence minus accuracy is "
