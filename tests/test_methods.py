@@ -329,7 +329,8 @@ def test_the_methods_section_ranks_methods_with_paired_intervals_against_ce():
     assert table.at["coteaching", "compute_vs_ce"] == pytest.approx(2.0)
     assert table.at["early-stop", "compute_vs_ce"] == pytest.approx(2 / 3)
     assert "most of all early-stop: +20.0 [+20.0, +20.0] points" in section.paragraphs[0]
-    assert "coteaching end(s) below it" in section.paragraphs[0]
+    assert "2 methods end above ce beyond seed noise" in section.paragraphs[0]
+    assert "coteaching ends below it" in section.paragraphs[0]
     assert as_text(section.tables[("sym", 0.5)]).iloc[1, 2] == "+10.0 [+10.0, +10.0]"
     assert len(section.figures[("sym", 0.5)].axes[0].lines) == 5  # 4 methods, clean line
 

@@ -178,14 +178,17 @@ def _headline(setting: str, ranked: pd.DataFrame) -> str:
     parts = []
     if up:
         top = up[0]
+        who = "1 method ends" if len(up) == 1 else f"{len(up)} methods end"
         parts.append(
-            f"{len(up)} method(s) end above ce beyond seed noise (paired 95 % CI over {n} "
-            f"seeds), most of all {top.method}: {top.last_vs_ce.points()} points"
+            f"{who} above ce beyond seed noise (paired 95 % CI over {n} seeds), most of all "
+            f"{top.method}: {top.last_vs_ce.points()} points"
         )
     else:
         parts.append(f"no method ends above ce beyond seed noise ({n} seeds)")
     if down:
-        parts.append(f"{', '.join(r.method for r in down)} end(s) below it")
+        names = [r.method for r in down]
+        ends = "ends" if len(names) == 1 else "end"
+        parts.append(f"{', '.join(names)} {ends} below it")
     return f"{setting}: " + "; ".join(parts) + "."
 
 
