@@ -426,3 +426,12 @@ def test_more_than_two_setups_are_ranked_lowest_and_highest_with_ties_named(tmp_
 )
 def test_setup_names_get_the_verb_that_agrees_with_them(name, verb):
     assert agreeing(name, "costs", "cost") == verb
+
+
+def test_symmetric_noise_that_excludes_the_true_label_is_described_so():
+    from noisebench.report.words import noise_words
+
+    assert "from the other 9 classes, once" in noise_words(
+        "labels.uniform", {"exclude_true": True}, 10
+    )
+    assert "(sometimes the true one again)" in noise_words("labels.uniform", {}, 10)

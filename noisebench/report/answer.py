@@ -17,6 +17,7 @@ import pandas as pd
 from ..noise import counts_copies
 from .finding import Finding, ordered
 from .frames import Frames
+from .methods_section import BASELINE, methods_section
 from .stats import Paired, binomial_half, mean_half, paired
 from .words import acc, count, listing, nats, noise_words, pm, pts, runs_of, verb, x
 
@@ -249,6 +250,38 @@ def ranking(fr: Frames, setups: list[str]) -> Finding | None:
     stat = "paired difference against the lowest and the highest setup"
     ref = "setup-ranking" if len(setups) >= 4 else "final_accuracy"
     return Finding("ranking", text, holds, stat, fr.scope, ref, 88)
+
+
+def methods(fr: Frames) -> list[Finding]:
+    """With training methods: per noise setting (at most four), plain ce's last-epoch accuracy
+    and the methods that end clearly above it, by the methods section's paired check."""
+    if fr.runs.method.nunique() < 2:
+        return []
+    built = methods_section(fr.runs, fr.values)
+    out = []
+    for i, ((setup, lv), table) in enumerate(list(built.tables.items())[:4]):
+        ce = table[table.method == BASELINE]
+        if ce.empty:
+            continue
+        where = f"Under {setup} at X = {x(lv)}, plain ce ends at {acc(float(ce.last_acc.iloc[0]))}"
+        up = [r for r in table.itertuples() if r.method != BASELINE and r.last_vs_ce.excludes_zero
+              and r.last_vs_ce.mean > 0]  # fmt: skip
+        if table.seeds.max() < 2:
+            text = f"{where}; with one seed no method is claimed above or below it."
+        elif up:
+            best = max(up, key=lambda r: r.last_acc)
+            many = "1 method ends" if len(up) == 1 else f"{len(up)} methods end"
+            text = (
+                f"{where}; {many} clearly above it, {best.method} highest on average at "
+                f"{acc(best.last_acc)}."
+            )
+        else:
+            text = f"{where}, and no other method ends clearly above it."
+        stat = f"paired difference against ce over {count(int(table.seeds.max()), 'seed')}"
+        out.append(
+            Finding(f"methods-{setup}-{lv}", text, bool(up), stat, fr.scope, "methods", 88 - i)
+        )
+    return out
 
 
 # --- training length -------------------------------------------------------------------------
@@ -604,6 +637,7 @@ def summary(fr: Frames) -> list[Finding]:
     pair = setups[:2]
     lv = middle_level(fr, pair) if pair else None
     found.append(ranking(fr, setups))
+    found += methods(fr)
     if lv is not None:
         if len(pair) == 2:
             a, b = pair

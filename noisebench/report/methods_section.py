@@ -167,29 +167,29 @@ def _figure(curves: pd.DataFrame, table: pd.DataFrame, title: str, clean: float)
     return fig
 
 
-def _headline(setting: str, ranked: pd.DataFrame) -> str:
-    """One checked sentence per setting: who beats ce beyond seed noise, by how much."""
+def _headline(setup: str, level: float, ranked: pd.DataFrame) -> str:
+    """One checked sentence per setting: which methods end above (below) ce beyond seed
+    noise, and the largest mean gain among those above."""
+    where = f"Under {setup} at X = {100 * level:g} %"
     better = [r for r in ranked.itertuples() if r.method != BASELINE and r.last_vs_ce.excludes_zero]
     up = [r for r in better if r.last_vs_ce.mean > 0]
     down = [r for r in better if r.last_vs_ce.mean < 0]
     n = int(ranked.seeds.max())
     if n < 2:
-        return f"{setting}: one seed, so no difference against ce is claimed."
-    parts = []
+        return f"{where}, one seed: no difference against plain ce is claimed."
     if up:
         top = up[0]
         who = "1 method ends" if len(up) == 1 else f"{len(up)} methods end"
-        parts.append(
-            f"{who} above ce beyond seed noise (paired 95 % CI over {n} seeds), most of all "
-            f"{top.method}: {top.last_vs_ce.points()} points"
+        text = (
+            f"{where}, {who} clearly above plain ce at the last epoch (paired 95 % CI over {n} "
+            f"seeds); the largest mean gain is {top.method}'s, {top.last_vs_ce.points()} points"
         )
     else:
-        parts.append(f"no method ends above ce beyond seed noise ({n} seeds)")
+        text = f"{where}, no method ends clearly above plain ce at the last epoch ({n} seeds)"
     if down:
         names = [r.method for r in down]
-        ends = "ends" if len(names) == 1 else "end"
-        parts.append(f"{', '.join(names)} {ends} below it")
-    return f"{setting}: " + "; ".join(parts) + "."
+        text += f"; {', '.join(names)} {'ends' if len(names) == 1 else 'end'} clearly below it"
+    return text + "."
 
 
 def methods_section(runs: pd.DataFrame, metrics: pd.DataFrame) -> MethodsSection:
@@ -205,7 +205,7 @@ def methods_section(runs: pd.DataFrame, metrics: pd.DataFrame) -> MethodsSection
         name = f"{setup} at {100 * level:g} %"
         section.tables[(setup, level)] = ranked
         section.figures[(setup, level)] = _figure(curves, table, name, clean)
-        section.paragraphs.append(_headline(name, ranked))
+        section.paragraphs.append(_headline(setup, level, ranked))
     return section
 
 

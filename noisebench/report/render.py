@@ -256,6 +256,9 @@ def title(frames: Frames) -> tuple[str, str]:
     """What was studied, and its configuration as measured (not the preset's name)."""
     setups = [s for s in frames.setups if frames.levels(s)]
     what = " vs ".join(setups) if len(setups) <= 3 else f"{len(setups)} kinds of noise"
+    methods = frames.runs.method.nunique()
+    if methods > 1:  # a study of training methods: they are what it compares
+        what = f"{methods} training methods under {what.replace(' vs ', ' and ')}"
     what = what[:1].upper() + what[1:]
 
     def copies(setup: str) -> bool:
@@ -271,7 +274,8 @@ def title(frames: Frames) -> tuple[str, str]:
         f"{frames.epochs} epochs",
         f"on {frames.meta.get('dataset')}",
     ]
-    return f"{what}: what an MLP learns", ", ".join(b for b in bits if b)
+    head = what if methods > 1 else f"{what}: what an MLP learns"
+    return head, ", ".join(b for b in bits if b)
 
 
 def grouped(findings: list[Finding]) -> list[list[str]]:

@@ -100,10 +100,15 @@ def has_ci(*ests: Estimate) -> bool:
 def noise_words(noise: str | None, params: dict, classes: int) -> str:
     """What a noise does to the training data at level X, as a clause: 'X % of ...'."""
     values = params.get("values", "data")
+    drawn = (
+        f"the other {classes - 1} classes"
+        if params.get("exclude_true")
+        else f"the {classes} classes (sometimes the true one again)"
+    )
     said = {
         "labels.uniform": (
-            f"X % of the training images get a new label drawn at random from the {classes} "
-            "classes (sometimes the true one again), once before training"
+            f"X % of the training images get a new label drawn at random from {drawn}, once "
+            "before training"
         ),
         "labels.shuffle": "the labels of X % of the training images are shuffled among them",
         "labels.pairflip": "X % of the training images are moved to one fixed other class",
