@@ -342,6 +342,7 @@ def test_a_tiny_study_of_every_method_is_stored_and_shown_method_by_method(tmp_p
     """Every method's runs reach the store with their method; the main summary shows only
     plain ce (one seed, not eleven runs averaged); the methods section ranks all of them."""
     from noisebench.report import read
+    from noisebench.report.experiments import early_stopping_section
     from noisebench.report.render import title
     from noisebench.store import Store
 
@@ -363,5 +364,9 @@ def test_a_tiny_study_of_every_method_is_stored_and_shown_method_by_method(tmp_p
     said = f"Under sym at X = 40 %, plain ce ends at {ce * 100:.1f} %; with one seed no method"
     assert any(sentence.startswith(said) for sentence in results.explanation())
     with Store.open_existing(tmp_path, readonly=True) as store:
-        head, _ = title(read(store))
+        frames = read(store)
+    head, _ = title(frames)
     assert head == f"{len(EVERY_METHOD)} training methods under sym"
+    # the validation section averages plain-ce runs only (clean and X = 40 %), never methods
+    stopping = early_stopping_section(frames, tmp_path / "figures")
+    assert "over all 2 runs" in " ".join(stopping.paragraphs)

@@ -1,4 +1,5 @@
-"""Every finished run of a study, of every training-set size, for the experiment sections.
+"""Every finished plain-ce run of a study, of every training-set size, for the experiment
+sections.
 
 The main views (Frames.shown, measured.Measured) only show the study's main training-set size;
 the experiments compare sizes, so they read each run on its own: its per-epoch series (the
@@ -109,7 +110,8 @@ class StudyRuns:
         self.frames = frames
         self.cap = frames.study.train.epochs  # the study's training length
         self.n_test = int(frames.meta.get("test_size") or 0) or None
-        kept = frames.runs[frames.runs.status.isin(FINISHED)]
+        # plain-ce runs only, as in the main views: other training methods have their section
+        kept = frames.runs[frames.runs.status.isin(FINISHED) & (frames.runs.method == "ce")]
         series = frames.by_run()
         per_epoch = {
             run_id: {m: {e: v for e, v in s.items() if e >= 1} for m, s in found.items()}
