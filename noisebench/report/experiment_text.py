@@ -8,10 +8,12 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from ..study import CLEAN
 from ..summary import Estimate, estimate
 from .experiment_runs import Group, Run, StudyRuns
+from .stats import paired
 from .words import acc, pts
 
 Series = list[tuple[int, Estimate]]  # (N, test accuracy over seeds), N ascending
@@ -238,9 +240,21 @@ def early_sentences(sr: StudyRuns, rows: list[EarlyRow], n: int) -> list[str]:
     if base is not None and noisy:
         top = max(noisy, key=lambda row: row.group[1])
         b0, b1 = base.best.mean, top.best.mean
-        order = "earlier" if b1 < b0 else "later" if b1 > b0 else "at the same epoch"
-        texts.append(
-            f"With {sr.label(top.group)} the best validation epoch comes {order} than with "
-            f"clean labels (epoch {epochs_text(b1)} against {epochs_text(b0)})."
-        )
+        epochs = f"epoch {epochs_text(b1)} against {epochs_text(b0)}"
+        d = paired(*(_best_by_seed(row) for row in (top, base)))
+        if d.clear:
+            order = "earlier" if d.mean < 0 else "later"
+            texts.append(
+                f"With {sr.label(top.group)} the best validation epoch comes {order} than with "
+                f"clean labels ({epochs}; paired over {d.n} seeds)."
+            )
+        else:
+            texts.append(
+                f"Whether the best validation epoch comes earlier with {sr.label(top.group)} than "
+                f"with clean labels, the data cannot tell ({epochs})."
+            )
     return texts
+
+
+def _best_by_seed(row: EarlyRow) -> pd.Series:
+    return pd.Series({r.seed: r.best_val_epoch or r.epochs for r in row.runs}, dtype=float)
