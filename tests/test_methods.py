@@ -6,6 +6,7 @@ transition matrices are the ones the noise implies; every method trains and is s
 import functools
 import math
 
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -370,3 +371,23 @@ def test_a_tiny_study_of_every_method_is_stored_and_shown_method_by_method(tmp_p
     # the validation section averages plain-ce runs only (clean and X = 40 %), never methods
     stopping = early_stopping_section(frames, tmp_path / "figures")
     assert "over all 2 runs" in " ".join(stopping.paragraphs)
+
+
+def test_the_share_bought_back_needs_a_clear_loss_of_plain_ce():
+    from noisebench.report.methods_section import _setting_table
+
+    def setting(ce_last: list[float]) -> pd.DataFrame:
+        rows = [
+            {"method": m, "seed": seed, "last": v + (0.05 if m == "gce" else 0.0), "best": v,
+             "fit_noisy": 0.1, "networks": 1, "epochs": 10, "transition_l1": float("nan")}
+            for m in ("ce", "gce")
+            for seed, v in enumerate(ce_last)
+        ]  # fmt: skip
+        return pd.DataFrame(rows)
+
+    clean = pd.Series([0.90, 0.91, 0.92])
+    lost = _setting_table(setting([0.70, 0.71, 0.72]), clean).set_index("method")
+    assert lost.at["gce", "bought_back"] == pytest.approx(0.25)  # 5 of the 20 points
+    # ce within seed noise of clean (per-seed gaps +2, -3, +1 points): no share is made up
+    close = _setting_table(setting([0.88, 0.94, 0.91]), clean).set_index("method")
+    assert math.isnan(close.at["gce", "bought_back"])
