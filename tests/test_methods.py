@@ -391,3 +391,17 @@ def test_the_share_bought_back_needs_a_clear_loss_of_plain_ce():
     # ce within seed noise of clean (per-seed gaps +2, -3, +1 points): no share is made up
     close = _setting_table(setting([0.88, 0.94, 0.91]), clean).set_index("method")
     assert math.isnan(close.at["gce", "bought_back"])
+
+
+def test_best_epoch_is_where_the_methods_mean_curve_peaks_as_in_the_main_table():
+    from noisebench.report.methods_section import _at_mean_peak
+
+    # seed 0 peaks at epoch 2 (90 %), seed 1 at epoch 1 (80 %); the mean curve peaks at epoch 2
+    curves = pd.DataFrame(
+        [(run, e + 1, v) for run, vs in (("a", [0.5, 0.9, 0.6]), ("b", [0.8, 0.7, 0.75]))
+         for e, v in enumerate(vs)],
+        columns=["run_id", "epoch", "test_acc"],
+    )  # fmt: skip
+    table = pd.DataFrame({"run_id": ["a", "b"], "method": ["ce", "ce"]})
+    best = _at_mean_peak(table, curves)
+    assert best.tolist() == [0.9, 0.7]  # mean 80 %, not the 85 % of per-seed maxima
