@@ -188,3 +188,13 @@ def test_the_study_and_its_json_round_trip_keep_their_strict_types():
     assert study.data.image_size == (32, 24) and study.levels == [0.0, 0.5]
     again = parse_study(study.model_dump(mode="json"))  # as the store keeps it
     assert again == study and again.digest() == study.digest()
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).parents[1] / "examples").glob("*.toml")), ids=lambda p: p.name
+)
+def test_every_example_study_file_is_valid_and_trains_on_the_whole_set(path):
+    from noisebench.study import load_study
+
+    study = load_study(path)
+    assert "all" in study.train_sizes  # the full-size versions of presets
