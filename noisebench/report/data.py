@@ -1,6 +1,6 @@
-"""What the main figures and the report's frame (title, table, run notes) read besides the
-Frames: per setup × level the mean ± 95 % CI of the epochs table's metrics (from the Frames),
-and from the store's arrays the label-noise transition matrices and example images, plus run
+"""What the main figures and the report's frame (title, table, run notes) read, derived from
+the Frames (frames.read reads the store once): per setup × level the mean ± 95 % CI of the
+epochs table's metrics, the label-noise transition matrices, the example images, run
 statuses and wall times. Sections read the Frames alone (sections.py).
 """
 
@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import NoisebenchError
 from ..store import Store
 from ..study import Study
 from ..summary import Estimate, estimate
@@ -62,7 +61,6 @@ class ReportData:
     study: Study
     setups: list[SetupInfo]
     stats: dict[tuple[str, float], LevelStats]
-    runs: list[dict[str, Any]]
     frames: Frames  # the store's one reading: what was studied and measured is asked of it
     label_matrices: dict[str, dict[float, LabelMatrix]] = field(default_factory=dict)
     examples: dict[str, np.ndarray] = field(default_factory=dict)
@@ -93,10 +91,7 @@ class ReportData:
         return self.frames.of_kind(kind)
 
     def status_counts(self) -> dict[str, int]:
-        counts: dict[str, int] = defaultdict(int)
-        for run in self.runs:
-            counts[run["status"]] += 1
-        return dict(counts)
+        return {str(k): int(v) for k, v in self.frames.runs.status.value_counts().items()}
 
 
 def _padded(seqs: list[list[float]]) -> np.ndarray:
@@ -156,13 +151,9 @@ def level_stats(slot: dict[str, list[list[float]]]) -> LevelStats:
     )
 
 
-def _class_counts(store: Store, label_runs: list[dict[str, Any]], k: int, n: int):
+def _class_counts(originals: list[np.ndarray], k: int, n: int):
     """Training-set class sizes: exact from a run that relabelled every example, else scaled."""
-    best: np.ndarray | None = None
-    for run in label_runs:
-        original = store.array(run["run_id"], "label_original")
-        if original is not None and (best is None or len(original) > len(best)):
-            best = original
+    best = max(originals, key=len, default=None)
     if best is None or len(best) == 0:
         return np.full(k, n / k), False
     counts = np.bincount(best.astype(np.int64), minlength=k)[:k].astype(float)
@@ -171,80 +162,65 @@ def _class_counts(store: Store, label_runs: list[dict[str, Any]], k: int, n: int
     return counts * n / len(best), False
 
 
-def label_matrices(
-    store: Store, setup: SetupInfo, runs: list[dict[str, Any]], k: int, n: int
-) -> dict[float, LabelMatrix]:
+def label_matrices(frames: Frames, setup: SetupInfo, n: int) -> dict[float, LabelMatrix]:
     """Per level: true label -> assigned label shares over all training examples.
 
     Unpicked examples keep their label, so each seed's matrix is diag(class size - picked)
     plus the picked examples' transitions, divided by the class size.
     """
-    mine = [r for r in runs if r["setup"] == setup.name and r["status"] in ("done", "diverged")]
-    sizes, exact = _class_counts(store, mine, k, n)
+    k = frames.num_classes
+    mine = frames.runs[(frames.runs.setup == setup.name) & frames.runs.run_id.isin(frames.labels)]
+    pairs = [(r.level, frames.labels[r.run_id]) for r in mine.itertuples()]
+    sizes, exact = _class_counts([original for _, (original, _) in pairs], k, n)
     by_level: dict[float, list[np.ndarray]] = defaultdict(list)
-    for run in mine:
-        original = store.array(run["run_id"], "label_original")
-        assigned = store.array(run["run_id"], "label_assigned")
-        if original is None or assigned is None:
-            continue
+    for level, (original, assigned) in pairs:
         moves = np.zeros((k, k))
         np.add.at(moves, (original.astype(np.int64), assigned.astype(np.int64)), 1)
         kept = np.clip(sizes - moves.sum(1), 0, None)
         full = moves + np.diag(kept)
-        by_level[run["level"]].append(full / np.maximum(full.sum(1, keepdims=True), 1e-12))
+        by_level[level].append(full / np.maximum(full.sum(1, keepdims=True), 1e-12))
     return {
         lv: LabelMatrix(np.mean(mats, axis=0), len(mats), exact)
         for lv, mats in sorted(by_level.items())
     }
 
 
-def _pack_walls(runs: list[dict[str, Any]]) -> list[float]:
+def _pack_walls(runs: pd.DataFrame) -> list[float]:
     """Wall time of each pack: its runs share `started_at`, the slowest finishes it."""
-    packs: dict[float, float] = {}
-    for run in runs:
-        if run["started_at"] is not None and run["wall_s"] is not None:
-            packs[run["started_at"]] = max(packs.get(run["started_at"], 0.0), run["wall_s"])
-    return list(packs.values())
+    timed = runs.dropna(subset=["started_at", "wall_s"])
+    return [float(w) for w in timed.groupby("started_at").wall_s.max()]
 
 
-def _epoch_wall(store: Store) -> float:
+def _epoch_wall(frames: Frames) -> float:
     """Summed per-epoch training time, counting each pack (runs with one start) once."""
-    rows = store.db.execute(
-        "SELECT r.started_at AS pack, e.epoch AS epoch, MAX(e.wall_s) AS wall FROM epochs e"
-        " JOIN runs r USING (run_id) GROUP BY r.started_at, e.epoch"
+    walls = frames.values[frames.values.metric == "wall_s"].merge(
+        frames.runs[["run_id", "started_at"]], on="run_id"
     )
-    return float(sum(r["wall"] or 0.0 for r in rows if math.isfinite(r["wall"] or 0.0)))
+    per_pack_epoch = walls.groupby(["started_at", "epoch"]).value.max()
+    return float(per_pack_epoch[np.isfinite(per_pack_epoch)].sum())
 
 
 def load(store: Store, directory: Path | None = None) -> ReportData:
-    """Read everything the report needs from an open store."""
-    meta = store.meta()
-    if "study" not in meta:
-        raise NoisebenchError(f"{store.path} holds no study yet (no metadata); nothing to report")
-    study = Study.model_validate(meta["study"])
+    """Read everything the report needs from an open store (through frames.read, once)."""
     frames = read(store)
-    setups = frames.infos
-    stats = {key: level_stats(_slot(runs)) for key, runs in frames.shown_series().items()}
-    runs = store.runs()
     data = ReportData(
         directory=Path(directory) if directory is not None else store.path.parent,
-        meta=meta,
-        study=study,
-        setups=setups,
-        stats=stats,
-        runs=runs,
-        pack_walls=_pack_walls(runs),
-        epoch_wall_s=_epoch_wall(store),
+        meta=frames.meta,
+        study=frames.study,
+        setups=frames.infos,
+        stats={key: level_stats(_slot(runs)) for key, runs in frames.shown_series().items()},
         frames=frames,
+        pack_walls=_pack_walls(frames.runs),
+        epoch_wall_s=_epoch_wall(frames),
     )
-    n = int(meta.get("train_size") or 0)
-    for setup in setups:
+    n = int(frames.meta.get("train_size") or 0)
+    for setup in data.setups:
         if setup.kind == "labels":
-            mats = label_matrices(store, setup, runs, data.num_classes, n)
+            mats = label_matrices(frames, setup, n)
             if mats:
                 data.label_matrices[setup.name] = mats
         elif setup.kind == "pixels":
-            images = store.array("study", f"examples/{setup.name}")
+            images = frames.examples.get(setup.name)
             if images is not None and images.ndim == 3 and len(images) == len(setup.levels):
                 data.examples[setup.name] = images
     return data

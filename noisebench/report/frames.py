@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import StudyError
+from ..errors import NoisebenchError, StudyError
 from ..noise import LabelNoise, PixelNoise, make_noise
 from ..store import EPOCH_COLUMNS, Store
 from ..study import Setup, Study, method_label
@@ -60,6 +60,10 @@ class Frames:
     runs: pd.DataFrame  # one row per run
     values: pd.DataFrame  # run_id, epoch, metric, value
     shown: pd.DataFrame  # run_id, setup (the cell's setup), level, seed
+    # the stored arrays the report draws: per finished label-noise run, the true and the
+    # assigned label of each relabelled example; per pixel setup, its example images
+    labels: dict[str, tuple[np.ndarray, np.ndarray]]
+    examples: dict[str, np.ndarray]
 
     # --- what was studied -------------------------------------------------------------
     @property
@@ -181,8 +185,10 @@ class Frames:
 
 
 def read(store: Store) -> Frames:
-    """Every table the report needs, read from `store` once."""
+    """Every table and array the report needs, read from `store` once."""
     meta = store.meta()
+    if "study" not in meta:
+        raise NoisebenchError(f"{store.path} holds no study yet (no metadata); nothing to report")
     study = Study.model_validate(meta["study"])
     runs = pd.DataFrame(
         [
@@ -197,6 +203,7 @@ def read(store: Store) -> Frames:
                 "peer": r["config"].get("method", {}).get("peer", 0),
                 "status": r["status"],
                 "pack_size": r["pack_size"],
+                "started_at": r["started_at"],  # shared by the runs of one pack
                 "wall_s": r["wall_s"],
             }
             for r in store.runs()
@@ -212,6 +219,7 @@ def read(store: Store) -> Frames:
             "peer",
             "status",
             "pack_size",
+            "started_at",
             "wall_s",
         ],
     )
@@ -232,7 +240,17 @@ def read(store: Store) -> Frames:
     values["epoch"] = values["epoch"].astype(int)
     values = values[np.isfinite(values["value"]) | values["value"].isna()]
     shown = _shown(study, runs)
-    return Frames(meta=meta, study=study, runs=runs, values=values, shown=shown)
+    labels = {}
+    for r in runs[runs.status.isin(FINISHED) & runs.noise.str.startswith("labels.")].itertuples():
+        pair = store.array(r.run_id, "label_original"), store.array(r.run_id, "label_assigned")
+        if pair[0] is not None and pair[1] is not None:
+            labels[r.run_id] = pair
+    examples = {}
+    for setup in study.setups:
+        images = store.array("study", f"examples/{setup.name}")
+        if images is not None:
+            examples[setup.name] = images
+    return Frames(meta, study, runs, values, shown, labels, examples)
 
 
 def _shown(study: Study, runs: pd.DataFrame) -> pd.DataFrame:
