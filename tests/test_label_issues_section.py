@@ -49,6 +49,9 @@ def test_three_seeds_give_a_paired_t_interval_of_the_out_of_sample_gain():
     assert unsure.paragraphs[0].startswith(
         "Under uniform at X = 50 %, the data cannot tell in-sample from out-of-sample"
     )
+    # each sentence carries its check: the F1 claim holds only where the paired gain is clear
+    assert section.claims[0] == ("f1-uniform-0.5", True)
+    assert unsure.claims[0] == ("f1-uniform-0.5", False)
     f1 = section.table.query("source == 'out-of-sample' and statistic == 'f1'")
     assert f1["mean"].item() == pytest.approx(0.62) and f1.seeds.item() == 3
     assert set(section.table.method) == {"", "prune_by_noise_rate", "self_confidence"}

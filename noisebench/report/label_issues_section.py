@@ -18,16 +18,17 @@ difference; with one seed no interval is given and no difference is called real.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from .finding import Finding
 from .frames import Frames
 from .sections import Section as ReportSection
-from .sections import save_figure
+from .sections import from_findings, save_figure
 from .stats import mean_half
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ class Section:
     paragraphs: list[str]  # sentences
     figure: Figure | None
     table: pd.DataFrame  # setup, level, source, method, statistic, mean, ci, seeds
+    claims: list[tuple[str, bool]] = field(default_factory=list)  # per sentence: key, holds
 
 
 def _tidy(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
@@ -100,7 +102,7 @@ def _paired(tidy: pd.DataFrame, setup: str, level: float, key: str) -> pd.Series
     return (wide["out-of-sample"] - wide["in-sample"]).dropna()
 
 
-def _f1_claim(where: str, diff: pd.Series, f1: dict[str, tuple[float, float]]) -> str:
+def _f1_claim(where: str, diff: pd.Series, f1: dict[str, tuple[float, float]]) -> tuple[str, bool]:
     """The section's answer for one setting: do out-of-sample probabilities change the F1 of
     the default filter, by the paired difference over seeds (no claim from one seed)?"""
     values = (
@@ -111,21 +113,22 @@ def _f1_claim(where: str, diff: pd.Series, f1: dict[str, tuple[float, float]]) -
         return (
             f"{where}, cleanlab's {MAIN} reaches an F1 of {values}; with one seed that is no "
             "claim either way."
-        )
+        ), False
     points = f"{round(mean * 100) + 0:+d} ± {half * 100:.0f} points"  # + 0: no "-0"
     if mean - half > 0 or mean + half < 0:
         way = "raise" if mean > 0 else "lower"
         return (
             f"{where}, out-of-sample probabilities {way} the F1 of cleanlab's {MAIN}: {values} "
             f"({points}, paired over {len(diff)} seeds, 95 % t-interval)."
-        )
+        ), True
     return (
         f"{where}, the data cannot tell in-sample from out-of-sample probabilities by the F1 "
         f"of cleanlab's {MAIN}: {values} (paired difference {points} over {len(diff)} seeds)."
-    )
+    ), False
 
 
-def _sentences(tidy: pd.DataFrame) -> list[str]:
+def _sentences(tidy: pd.DataFrame) -> list[tuple[str, str, bool]]:
+    """(key, sentence, whether its check holds) per claim, setting by setting."""
     out = []
     for (setup, level), part in tidy.groupby(["setup", "level"]):
 
@@ -139,30 +142,29 @@ def _sentences(tidy: pd.DataFrame) -> list[str]:
         where = f"Under {setup} at X = {100 * level:g} %"
         f1 = {source: stat(source, f"{MAIN}_f1") for source in SOURCES.values()}
         if not any(math.isnan(v[0]) for v in f1.values()):
-            out.append(_f1_claim(where, _paired(tidy, setup, level, f"{MAIN}_f1"), f1))
+            text, holds = _f1_claim(where, _paired(tidy, setup, level, f"{MAIN}_f1"), f1)
+            out.append((f"f1-{setup}-{level}", text, holds))
             where = "There"
         precision = stat("out-of-sample", f"{MAIN}_precision")
         if not math.isnan(precision[0]):
             flagged = stat("out-of-sample", f"{MAIN}_flagged_share")
-            out.append(
+            out.append((f"precision-{setup}-{level}",
                 f"{where}, out of sample it flags {_pct(*flagged)} of the labels with precision "
                 f"{_pct(*precision)}, against a base rate of {_pct(*base)} (the share of labels "
-                f"really changed), and recall {_pct(*stat('out-of-sample', f'{MAIN}_recall'))}."
-            )
+                f"really changed), and recall {_pct(*stat('out-of-sample', f'{MAIN}_recall'))}.",
+                True))  # fmt: skip
         auroc = {source: stat(source, "self_confidence_auroc")[0] for source in SOURCES.values()}
         if not math.isnan(auroc["out-of-sample"]):
-            out.append(
+            out.append((f"auroc-{setup}-{level}",
                 "Self-confidence ranks a changed label below a kept one with AUROC "
                 f"{auroc['out-of-sample']:.2f} out of sample and {auroc['in-sample']:.2f} in "
-                "sample (chance 0.50)."
-            )
+                "sample (chance 0.50).", True))  # fmt: skip
         matrix = {source: stat(source, "noise_matrix_mae")[0] for source in SOURCES.values()}
         if not math.isnan(matrix["out-of-sample"]):
-            out.append(
+            out.append((f"matrix-{setup}-{level}",
                 "The noise matrix P(given | true) that cleanlab estimates is off by "
                 f"{matrix['out-of-sample']:.3f} per entry on average out of sample and "
-                f"{matrix['in-sample']:.3f} in sample."
-            )
+                f"{matrix['in-sample']:.3f} in sample.", True))  # fmt: skip
     return out
 
 
@@ -204,7 +206,10 @@ def label_issues_section(runs: pd.DataFrame, metrics: pd.DataFrame) -> Section |
     if tidy.empty:
         return None
     table = _table(tidy)
-    return Section(_sentences(tidy), _figure(table), table)
+    claims = _sentences(tidy)
+    return Section(
+        [text for _, text, _ in claims], _figure(table), table, [(k, h) for k, _, h in claims]
+    )
 
 
 def section(frames: Frames, folder: Path) -> ReportSection | None:
@@ -246,11 +251,18 @@ def section(frames: Frames, folder: Path) -> ReportSection | None:
         + [f"{r.get('auroc', math.nan):.2f}"]
         for (setup, level, source), r in wide.iterrows()
     ]
-    return ReportSection(
-        "label-issues-cv",
-        "Finding the wrong labels out of sample (K folds, cleanlab)",
-        built.paragraphs,
-        figures,
-        head,
-        rows,
-    )
+    findings = [
+        Finding(
+            key,
+            text,
+            holds,
+            "paired difference out- minus in-sample over seeds, 95 % t-interval"
+            if key.startswith("f1-")
+            else "means over seeds, against the base rate or chance",
+            frames.scope,
+            "label-issues-cv",
+        )
+        for (key, holds), text in zip(built.claims, built.paragraphs, strict=True)
+    ]
+    title = "Finding the wrong labels out of sample (K folds, cleanlab)"
+    return from_findings("label-issues-cv", title, findings, figures, head, rows)

@@ -34,8 +34,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from .finding import Finding  # noqa: E402
 from .frames import Frames  # noqa: E402
-from .sections import Section, save_figure  # noqa: E402
+from .sections import Section, from_findings, save_figure  # noqa: E402
 from .stats import mean_half  # noqa: E402
 
 BASELINE = "ce"
@@ -275,6 +276,18 @@ def section(frames: Frames, folder: Path) -> Section | None:
         text = as_text(built.tables[(setup, level)])
         head = ["setting", *text.columns]
         rows += [[name, *row] for row in text.astype(str).itertuples(index=False)]
-    return Section(
-        "methods", "Training methods against label noise", built.paragraphs, figures, head, rows
-    )
+    findings = [
+        Finding(
+            f"methods-{setup}-{level}",
+            text,
+            any(iv.excludes_zero for iv in table.last_vs_ce),  # a method differs from ce
+            "paired difference against ce over seeds, 95 % t-interval",
+            frames.scope,
+            "methods",
+        )
+        for ((setup, level), table), text in zip(
+            built.tables.items(), built.paragraphs, strict=True
+        )
+    ]
+    title = "Training methods against label noise"
+    return from_findings("methods", title, findings, figures, head, rows)
