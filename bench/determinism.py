@@ -15,7 +15,6 @@ import argparse
 import collections
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -23,56 +22,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDY = """
-name = "determinism"
-seeds = [0, 1]
-levels = [0.0, 0.5]
-max_pack = 3
-[model]
-hidden = [32]
-[train]
-epochs = 2
-batch_size = 128
-lr = 0.05
-[analysis]
-train_eval = 1000
-robustness_examples = 200
-[[setups]]
-name = "label noise"
-noise = "labels.uniform"
-[[setups]]
-name = "pixel noise"
-noise = "pixels.replace"
-params = { values = "data" }
-"""
-# (name, environment): thread and shard settings under which the numbers must be the same
-SETTINGS = [
-    ("default", {}),
-    ("1 thread", {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}),
-    ("2 threads", {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}),
-    ("1 shard", {"NOISEBENCH_SHARDS": "1"}),
-    ("1 shard, 2 threads", {"NOISEBENCH_SHARDS": "1", "OMP_NUM_THREADS": "2"}),
-    ("2 shards, 1 thread", {"NOISEBENCH_SHARDS": "2", "OMP_NUM_THREADS": "1"}),
-]
-WALL_CLOCK = ("wall_s", "train_s")  # times, not results
-
-
-def stored_tables(directory: Path) -> tuple[tuple, tuple]:
-    """The study's `epochs` and `metrics` rows, without wall-clock times, in a stable order."""
-    db = sqlite3.connect(f"file:{directory / 'results.sqlite'}?mode=ro", uri=True)
-    try:
-        epochs = db.execute(
-            "SELECT run_id, epoch, train_loss, train_acc, test_loss, test_acc, test_conf"
-            " FROM epochs ORDER BY run_id, epoch"
-        ).fetchall()
-        metrics = db.execute(
-            "SELECT run_id, epoch, name, value FROM metrics WHERE name NOT IN (?, ?)"
-            " ORDER BY run_id, epoch, name",
-            WALL_CLOCK,
-        ).fetchall()
-    finally:
-        db.close()
-    return tuple(epochs), tuple(metrics)
+sys.path.insert(0, str(ROOT / "tests"))  # the study, settings and reader the test suite pins
+from helpers import stored_tables  # noqa: E402
+from test_determinism import SETTINGS, STUDY  # noqa: E402
 
 
 def command(study: list[str], out: Path, *extra: str) -> list[str]:
@@ -116,7 +68,7 @@ def main() -> int:
         study = ["--preset", args.preset] if args.preset else [str(Path(tmp) / "study.toml")]
         (Path(tmp) / "study.toml").write_text(STUDY)
         for i in range(args.processes + args.kills):
-            name, setting = SETTINGS[i % len(SETTINGS)]
+            name, setting = list(SETTINGS.items())[i % len(SETTINGS)]
             out = Path(tmp) / f"out-{i}"
             if i < args.processes:
                 subprocess.run(
@@ -125,7 +77,7 @@ def main() -> int:
             else:
                 name = f"kill -9 + resume, {name}"
                 killed_and_resumed(study, out, setting)
-            result = stored_tables(out)
+            result = tuple(map(tuple, stored_tables(out)))  # hashable, to count distinct ones
             seen[result].append(name)
             print(f"{i + 1:3d}: result {list(seen).index(result) + 1} ({name})")
     for number, names in enumerate(seen.values(), 1):
