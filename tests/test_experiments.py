@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from helpers import copy_store, sql
 
@@ -27,6 +28,7 @@ from noisebench.report.experiments import (
     zero_loss_section,
 )
 from noisebench.report.frames import read
+from noisebench.report.stats import paired
 from noisebench.report.words import acc
 from noisebench.runner import run_study
 from noisebench.store import Store
@@ -271,6 +273,20 @@ def test_the_sample_size_section_shows_accuracy_and_time_against_n(tmp_path_fact
         len(clean) == 6 and f"test accuracy rises from {acc(sum(clean_200) / 2)} at N = 200" in text
     )
     assert "With uniform labels at X = 50 %" in text
+
+    # "the accuracy lost narrows / widens with N" only as far as the paired check tells
+    def by_seed(setup: str, n: int) -> pd.Series:
+        return pd.Series(
+            {
+                r["seed"]: test[r["run_id"]]
+                for r in runs
+                if r["setup"] == setup and size[r["run_id"]] == n
+            }
+        )
+
+    lost = [by_seed("clean", n) - by_seed("uniform labels", n) for n in (200, 800)]
+    verb = {1: "widens", -1: "narrows", 0: "changes by no clear amount"}[paired(*lost[::-1]).sign]
+    assert f"The test accuracy lost to uniform labels {verb} with N" in text
     assert small_set_section(data, tmp_path) is None
     assert zero_loss_section(data, tmp_path) is None
 

@@ -166,6 +166,11 @@ class StudyRuns:
     def select(self, group: Group, n: int | None = None) -> list[Run]:
         return [r for r in self.runs if r.group == group and (n is None or self.size(r) == n)]
 
+    def by_seed(self, group: Group, n: int, name: str = "test_acc") -> pd.Series:
+        """Each run's last value of `name` in the group at N, indexed by seed (for paired
+        comparisons: runs with one seed share their initialisation and data order)."""
+        return pd.Series({r.seed: r.last(name) for r in self.select(group, n)}, dtype=float)
+
     def label(self, group: Group) -> str:
         setup, level = group
         if setup == CLEAN:

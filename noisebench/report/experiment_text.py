@@ -136,18 +136,21 @@ def gap_sentence(sr: StudyRuns, groups: list[Group], accuracy) -> str | None:
         if len(shared) < 2:
             continue
         (na, ga), (nb, gb) = shared[0], shared[-1]
-        signs.append(np.sign(gb - ga))
+        # per seed: the gap at the largest N minus the gap at the smallest (paired by seed)
+        gaps = [sr.by_seed((CLEAN, 0.0), n) - sr.by_seed(group, n) for n in (na, nb)]
+        signs.append(paired(gaps[1], gaps[0]).sign)
         parts.append(
             f"at {sr.level_label(group)} from {pts(ga)} at N = {na:,} to {pts(gb)} at N = {nb:,}"
         )
     if not parts:
         return None
     verb = (
-        {1: "widens", -1: "narrows"}.get(int(signs[0]), "changes")
+        {1: "widens", -1: "narrows"}.get(int(signs[0]), "changes by no clear amount")
         if len(set(signs)) == 1
         else "changes"
     )
-    return f"The test accuracy lost to {name} {verb} with N: {', and '.join(parts)}."
+    how = " (paired over seeds)" if set(signs) - {0} else ""
+    return f"The test accuracy lost to {name} {verb} with N{how}: {', and '.join(parts)}."
 
 
 def time_sentence(sr: StudyRuns, seconds: dict[int, Estimate]) -> str | None:

@@ -234,10 +234,6 @@ def zero_rows(sr: StudyRuns, target: float) -> list[ZeroRow]:
     return rows
 
 
-def _test_by_seed(sr: StudyRuns, group: Group, n: int) -> pd.Series:
-    return pd.Series({r.seed: r.last("test_acc") for r in sr.select(group, n)}, dtype=float)
-
-
 def zero_loss_sentences(sr: StudyRuns, rows: list[ZeroRow], target: float) -> list[str]:
     chance = sr.frames.chance
     clean = {row.n: row for row in rows if row.group == (CLEAN, 0.0)}
@@ -269,8 +265,7 @@ def zero_loss_sentences(sr: StudyRuns, rows: list[ZeroRow], target: float) -> li
             f"{acc(base.test.mean)}."
         )
         fitted = min(row.train.mean, base.train.mean) >= FITTED
-        apart = paired(_test_by_seed(sr, (CLEAN, 0.0), row.n), _test_by_seed(sr, group, row.n),
-                       sr.n_test).clear  # fmt: skip
+        apart = paired(sr.by_seed((CLEAN, 0.0), row.n), sr.by_seed(group, row.n), sr.n_test).clear
         at_chance = abs(row.test.mean - chance) <= NEAR_CHANCE < base.test.mean - chance
         gaps = (base.train.mean - base.test.mean, row.train.mean - row.test.mean)
         memorised.append((group, row.n, gaps, fitted and apart and at_chance))
