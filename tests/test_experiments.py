@@ -287,6 +287,10 @@ def test_the_sample_size_section_shows_accuracy_and_time_against_n(tmp_path_fact
     lost = [by_seed("clean", n) - by_seed("uniform labels", n) for n in (200, 800)]
     verb = {1: "widens", -1: "narrows", 0: "changes by no clear amount"}[paired(*lost[::-1]).sign]
     assert f"The test accuracy lost to uniform labels {verb} with N" in text
+    # every sentence is a Finding; this one holds exactly when the paired check is clear
+    found = {f.key: f for f in section.findings}
+    assert found["gap-uniform labels"].holds == (paired(*lost[::-1]).sign != 0)
+    assert [f.text for f in section.findings] == section.paragraphs
     assert small_set_section(data, tmp_path) is None
     assert zero_loss_section(data, tmp_path) is None
 
@@ -317,6 +321,7 @@ def test_early_stopping_stops_runs_and_tables_best_vs_last(tmp_path_factory, tmp
         "Whether the best validation epoch comes earlier with uniform labels at X = 80 % than "
         "with clean labels, the data cannot tell (epoch "
     )
+    assert not section.findings[-1].holds and section.findings[-1].key == "earlier"
     by_label = {row[0]: row for row in section.table_rows}
     with Store.open_existing(out) as store:
         epochs = store.epochs()

@@ -18,6 +18,7 @@ import pandas as pd
 
 from ..study import CLEAN
 from ..summary import Estimate, estimate
+from .finding import Finding
 from .frames import Frames
 from .measured import level_text as measured_level_text
 
@@ -170,6 +171,15 @@ class StudyRuns:
         """Each run's last value of `name` in the group at N, indexed by seed (for paired
         comparisons: runs with one seed share their initialisation and data order)."""
         return pd.Series({r.seed: r.last(name) for r in self.select(group, n)}, dtype=float)
+
+    def finding(
+        self, key: str, text: str | None, holds: bool = True, statistic: str = "", ref: str = ""
+    ) -> Finding | None:
+        """A sentence of an experiment section as a Finding (None when there is nothing to say):
+        `holds` is False where its check could not confirm what it compares."""
+        if not text:
+            return None
+        return Finding(key, text, holds, statistic or "means over runs", self.frames.scope, ref)
 
     def label(self, group: Group) -> str:
         setup, level = group

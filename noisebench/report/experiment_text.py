@@ -79,7 +79,13 @@ def buyback(clean: Series, noisy: Series) -> BuyBack | None:
     return BuyBack(min(below), c[min(below)], None)
 
 
-def buyback_sentence(sr: StudyRuns, group: Group, accuracy, found: BuyBack | None) -> str:
+def buyback_sentence(sr: StudyRuns, group: Group, accuracy, found: BuyBack | None):
+    text = _buyback_text(sr, group, accuracy, found)
+    stat = "means over seeds, interpolated in log N"
+    return sr.finding(f"buyback-{group[0]}-{group[1]}", text, True, stat, "sample-size")
+
+
+def _buyback_text(sr: StudyRuns, group: Group, accuracy, found: BuyBack | None) -> str:
     where = sr.label(group)
     if found is None:
         return f"With {where}, test accuracy is at or above the clean one at every N."
@@ -98,7 +104,12 @@ def buyback_sentence(sr: StudyRuns, group: Group, accuracy, found: BuyBack | Non
     )
 
 
-def growth_sentence(sr: StudyRuns, name: str, groups: list[Group], accuracy) -> str | None:
+def growth_sentence(sr: StudyRuns, name: str, groups: list[Group], accuracy):
+    text = _growth_text(sr, name, groups, accuracy)
+    return sr.finding(f"growth-{name}", text, ref="sample-size")
+
+
+def _growth_text(sr: StudyRuns, name: str, groups: list[Group], accuracy) -> str | None:
     """How test accuracy changes from the smallest to the largest N, per level."""
     parts, span = [], ""
     for group in groups:
@@ -124,7 +135,7 @@ def growth_sentence(sr: StudyRuns, name: str, groups: list[Group], accuracy) -> 
     return text[0].upper() + text[1:] + "." if text else None
 
 
-def gap_sentence(sr: StudyRuns, groups: list[Group], accuracy) -> str | None:
+def gap_sentence(sr: StudyRuns, groups: list[Group], accuracy):
     clean = dict(_means(accuracy.get((CLEAN, 0.0), [])))
     parts, signs = [], []
     name = ""
@@ -150,10 +161,16 @@ def gap_sentence(sr: StudyRuns, groups: list[Group], accuracy) -> str | None:
         else "changes"
     )
     how = " (paired over seeds)" if set(signs) - {0} else ""
-    return f"The test accuracy lost to {name} {verb} with N{how}: {', and '.join(parts)}."
+    text = f"The test accuracy lost to {name} {verb} with N{how}: {', and '.join(parts)}."
+    stat = "change of the gap to clean, paired by seed"
+    return sr.finding(f"gap-{name}", text, 0 not in signs, stat, "sample-size")
 
 
-def time_sentence(sr: StudyRuns, seconds: dict[int, Estimate]) -> str | None:
+def time_sentence(sr: StudyRuns, seconds: dict[int, Estimate]):
+    return sr.finding("time", _time_text(sr, seconds), True, "means over runs", "sample-size")
+
+
+def _time_text(sr: StudyRuns, seconds: dict[int, Estimate]) -> str | None:
     if len(seconds) < 2:
         return None
     na, nb = min(seconds), max(seconds)
@@ -204,7 +221,17 @@ def _signed_pts(value: float) -> str:
     return f"{'+' if value >= 0 else '−'}{pts(abs(value))}"
 
 
-def early_sentences(sr: StudyRuns, rows: list[EarlyRow], n: int) -> list[str]:
+def early_sentences(sr: StudyRuns, rows: list[EarlyRow], n: int) -> list:
+    """The early-stopping section's Findings."""
+    ref = "early-stopping-curves"
+    return [
+        sr.finding(key, text, holds, stat, ref)
+        for key, text, holds, stat in _early_claims(sr, rows, n)
+    ]
+
+
+def _early_claims(sr: StudyRuns, rows: list[EarlyRow], n: int) -> list[tuple]:
+    """(key, sentence, whether its check holds, the check) per claim."""
     study, cap = sr.frames.study, sr.cap
     runs = [r for row in rows for r in row.runs]
     stopped = [r for r in runs if r.epochs < cap]
@@ -220,24 +247,25 @@ def early_sentences(sr: StudyRuns, rows: list[EarlyRow], n: int) -> list[str]:
         if stopped:
             mean_stop = float(np.mean([r.epochs for r in stopped]))
             text += f", after {epochs_text(mean_stop)} epochs on average"
-        texts.append(
-            text + f"; the best validation loss comes at epoch {epochs_text(best_all.mean)} "
-            "on average."
-        )
+        text += f"; the best validation loss comes at epoch {epochs_text(best_all.mean)} "
+        texts.append(("stopping", text + "on average.", True, "counts and means over runs"))
     else:
-        texts.append(
+        text = (
             f"The validation loss ({study.validation * 100:g} % hold-out) is lowest at epoch "
             f"{epochs_text(best_all.mean)} on average, of {cap}."
         )
+        texts.append(("best-epoch", text, True, "mean over runs"))
     most = max(rows, key=lambda row: abs(row.diff.mean) if math.isfinite(row.diff.mean) else -1)
     overall = estimate([d for row in rows for d in row.diffs])
-    texts.append(
+    text = (
         f"Test accuracy at the best-validation epoch against the last epoch differs most with "
         f"{sr.label(most.group)}: {acc(most.at_best.mean)} against {acc(most.at_last.mean)} "
         f"({_signed_pts(most.diff.mean)}, {diff_note(most.diff)}); over all {len(runs)} runs "
         f"the best-validation epoch is {_signed_pts(overall.mean)} on average "
         f"({diff_note(overall)})."
     )
+    clear = math.isfinite(overall.half) and (overall.low > 0 or overall.high < 0)
+    texts.append(("best-vs-last", text, clear, "per-run difference best − last, 95 % t"))
     base = next((row for row in rows if row.group[0] == CLEAN), None)
     noisy = [row for row in rows if row.group[0] != CLEAN]
     if base is not None and noisy:
@@ -247,15 +275,16 @@ def early_sentences(sr: StudyRuns, rows: list[EarlyRow], n: int) -> list[str]:
         d = paired(*(_best_by_seed(row) for row in (top, base)))
         if d.clear:
             order = "earlier" if d.mean < 0 else "later"
-            texts.append(
+            text = (
                 f"With {sr.label(top.group)} the best validation epoch comes {order} than with "
                 f"clean labels ({epochs}; paired over {d.n} seeds)."
             )
         else:
-            texts.append(
+            text = (
                 f"Whether the best validation epoch comes earlier with {sr.label(top.group)} than "
                 f"with clean labels, the data cannot tell ({epochs})."
             )
+        texts.append(("earlier", text, d.clear, "best-validation epoch, paired by seed"))
     return texts
 
 

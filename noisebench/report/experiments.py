@@ -26,9 +26,10 @@ from .experiment_text import (
     time_sentence,
 )
 from .figures import FigureFile, spread_note
+from .finding import Finding
 from .fits import LogisticFit, fit_logistic
 from .frames import Frames
-from .sections import Section, SectionBuilder, save_figure
+from .sections import Section, SectionBuilder, from_findings, save_figure
 from .small_set_text import (
     DEFAULT_TARGET,
     missed_sentence,
@@ -68,7 +69,8 @@ def model_size_section(fr: Frames, folder: Path) -> Section | None:
         text += f": {ratios[0].replace(' at', ' per training example at')}" + (
             f" ({ratios[-1]})" if len(ratios) > 1 else ""
         )
-    return Section("model-size", "Model size", [text + "."])
+    size = Finding("model-size", text + ".", True, "the study and the dataset", fr.scope, None)
+    return from_findings("model-size", "Model size", [size])
 
 
 # --- memorisation -----------------------------------------------------------------------------
@@ -119,12 +121,8 @@ def small_set_section(fr: Frames, folder: Path) -> Section | None:
     if len(sr.sizes()) > 1:
         figures.append(epochs_to_target_figure(sr, groups, reach, target, folder))
     scales = ", and how it scales with N" if len(sr.sizes()) > 1 else ""
-    return Section(
-        "memorisation",
-        f"Fitting {'random' if randoms else 'noisy'} labels{scales}",
-        [t for t in texts if t],
-        figures,
-    )
+    title = f"Fitting {'random' if randoms else 'noisy'} labels{scales}"
+    return from_findings("memorisation", title, texts, figures)
 
 
 def epochs_to_target_figure(
@@ -181,13 +179,9 @@ def zero_loss_section(fr: Frames, folder: Path) -> Section | None:
         "train acc, clean inputs (%)",
         "test acc (%)",
     ]
-    return Section(
-        "zero-loss",
-        f"Zero training loss: fitting {target * 100:g} % of the training set",
-        zero_loss_sentences(sr, rows, target),
-        [figure],
-        head,
-        table,
+    title = f"Zero training loss: fitting {target * 100:g} % of the training set"
+    return from_findings(
+        "zero-loss", title, zero_loss_sentences(sr, rows, target), [figure], head, table
     )
 
 
@@ -233,12 +227,8 @@ def sample_size_section(fr: Frames, folder: Path) -> Section | None:
         "a noisy level reaches it (interpolated in log N). Last panel: training time per run "
         "(its pack's step time shared among the pack's runs). " + spread_note(len(fr.study.seeds)),
     )
-    return Section(
-        "sample-size",
-        "Sample size: how much data buys back the accuracy lost to noise",
-        [t for t in texts if t],
-        [figure],
-    )
+    title = "Sample size: how much data buys back the accuracy lost to noise"
+    return from_findings("sample-size", title, texts, [figure])
 
 
 # --- early stopping / validation --------------------------------------------------------------
@@ -289,7 +279,7 @@ def early_stopping_section(fr: Frames, folder: Path) -> Section | None:
         "test acc @ last epoch (%)",
         "best minus last (points)",
     ]
-    return Section("early-stopping", title, texts, [figure], head, table)
+    return from_findings("early-stopping", title, texts, [figure], head, table)
 
 
 SECTIONS: list[SectionBuilder] = [

@@ -10,7 +10,6 @@ from its Findings (finding.py: each sentence with its check), figures saved by
 `save_figure` into `folder`, and an optional table. List the function in
 report/__init__.py's `SECTIONS`. Builders run under the report's matplotlib style; their
 figures are numbered after the main figures.
-
 """
 
 from __future__ import annotations

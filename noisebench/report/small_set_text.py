@@ -14,6 +14,7 @@ from ..study import CLEAN
 from ..summary import Estimate, estimate
 from .experiment_runs import Group, Run, StudyRuns
 from .experiment_text import epochs_text
+from .finding import Finding
 from .fits import LogisticFit
 from .stats import paired
 from .words import acc, pts
@@ -47,7 +48,7 @@ def reach_by_n(sr: StudyRuns, group: Group, reach: dict) -> list[tuple[int, Esti
     return out
 
 
-def reach_sentence(sr: StudyRuns, group: Group, reach: dict, target: float) -> str:
+def reach_sentence(sr: StudyRuns, group: Group, reach: dict, target: float) -> Finding | None:
     rows = reach_by_n(sr, group, reach)
     hit, total = sum(r[2] for r in rows), sum(r[3] for r in rows)
     verb = "reaches" if total == 1 else "reach"
@@ -62,10 +63,12 @@ def reach_sentence(sr: StudyRuns, group: Group, reach: dict, target: float) -> s
         (n0, e0), (n1, e1) = done[0], done[-1]
         text += f"{mean} in {epochs_text(e0.mean)} epochs at N = {n0:,} and "
         text += f"{epochs_text(e1.mean)} at {sr.n_text(n1)}"
-    return text + "."
+    return sr.finding(f"reach-{group[0]}-{group[1]}", text + ".", ref="memorisation-curves")
 
 
-def missed_sentence(sr: StudyRuns, groups: list[Group], reach: dict, target: float) -> str | None:
+def missed_sentence(
+    sr: StudyRuns, groups: list[Group], reach: dict, target: float
+) -> Finding | None:
     parts, count = [], 0
     for group in groups:
         for n in sr.sizes():
@@ -77,10 +80,11 @@ def missed_sentence(sr: StudyRuns, groups: list[Group], reach: dict, target: flo
     if not parts:
         return None
     runs = "run never reaches" if count == 1 else "runs never reach"
-    return f"{count} {runs} {target * 100:g} % within {sr.cap} epochs: {'; '.join(parts)}."
+    text = f"{count} {runs} {target * 100:g} % within {sr.cap} epochs: {'; '.join(parts)}."
+    return sr.finding("missed", text, statistic="counts of runs", ref="memorisation-curves")
 
 
-def scaling_sentence(sr: StudyRuns, groups: list[Group], reach: dict) -> str | None:
+def scaling_sentence(sr: StudyRuns, groups: list[Group], reach: dict) -> Finding | None:
     rows = {g: [(n, e) for n, e, k, _ in reach_by_n(sr, g, reach) if k] for g in groups}
     noisy = next((g for g in groups if g[0] != CLEAN and len(rows[g]) > 1), None)
     if noisy is None:
@@ -91,6 +95,7 @@ def scaling_sentence(sr: StudyRuns, groups: list[Group], reach: dict) -> str | N
         f"×{e1.mean / e0.mean:.1f} with {sr.label(noisy)}"
     )
     clean = dict(rows.get((CLEAN, 0.0), []))
+    holds = True
     if n0 in clean and n1 in clean:
         text += f" and ×{clean[n1].mean / clean[n0].mean:.1f} with clean labels"
         mine = dict(rows[noisy])
@@ -110,16 +115,19 @@ def scaling_sentence(sr: StudyRuns, groups: list[Group], reach: dict) -> str | N
                 f"({times} times as many; paired over seeds)"
             )
         elif all(r > 1 for r in ratios) and max(d.n for d in checks) < 2:
+            holds = False
             text += (
                 f"; the noisy labels took {times} times as many epochs as the true ones, from "
                 "one seed, which no check can confirm"
             )
         elif all(r > 1 for r in ratios):
+            holds = False
             text += (
                 f"; on average the noisy labels need {times} times as many epochs as the true "
                 "ones, but the paired check over seeds cannot confirm it at every N"
             )
-    return text + "."
+    stat = "epochs to the target, paired by seed at every N"
+    return sr.finding("scaling", text + ".", holds, stat, "memorisation-epochs")
 
 
 def _epochs_by_seed(sr: StudyRuns, group: Group, n: int, reach: dict) -> pd.Series:
@@ -132,7 +140,7 @@ def _test(sr: StudyRuns, group: Group, n: int) -> Estimate:
     return estimate([r.last("test_acc") for r in sr.select(group, n)])
 
 
-def test_sentence(sr: StudyRuns, groups: list[Group], reach: dict) -> str | None:
+def test_sentence(sr: StudyRuns, groups: list[Group], reach: dict) -> Finding | None:
     chance = sr.frames.chance
     randoms = [g for g in groups if g in sr.random_labels()]
     clean = [(n, e) for n in sr.sizes() if (e := _test(sr, (CLEAN, 0.0), n)).n]
@@ -166,10 +174,11 @@ def test_sentence(sr: StudyRuns, groups: list[Group], reach: dict) -> str | None
             f"; {fitted} of {len(runs)} runs fitted their random labels (the best of the others "
             f"reached {acc(best)} training accuracy)"
         )
-    return text + "."
+    stat = f"means over runs against chance (within {pts(NEAR_CHANCE)})"
+    return sr.finding("test-accuracy", text + ".", True, stat, "memorisation-epochs")
 
 
-def plateau_sentence(sr: StudyRuns, groups: list[Group], fits: dict) -> str | None:
+def plateau_sentence(sr: StudyRuns, groups: list[Group], fits: dict) -> Finding | None:
     """The logistic fitted to the largest N's curve of the first noisy group."""
     noisy = [g for g in groups if g[0] != CLEAN]
     found = [(g, n) for g in noisy for n in sr.sizes()[::-1] if fits.get((g, n))]
@@ -178,11 +187,13 @@ def plateau_sentence(sr: StudyRuns, groups: list[Group], fits: dict) -> str | No
     group, n = found[0]
     fit: LogisticFit = fits[(group, n)]
     where = f"{sr.label(group)} with N = {n:,}"
+    stat = "logistic fit to the mean curve (R², levels measured)"
     if not fit.ok:
-        return (
+        text = (
             f"The mean training-accuracy curve of {where} {fit.problem}, so no logistic "
             "plateau is read from it."
         )
+        return sr.finding("plateau", text, False, stat, "memorisation-curves")
     text = (
         f"A logistic in the epoch describes the mean training-accuracy curve of {where} "
         f"(R² = {fit.r2:.2f}): it rises half-way from chance by epoch {fit.midpoint:.1f} and "
@@ -193,7 +204,7 @@ def plateau_sentence(sr: StudyRuns, groups: list[Group], fits: dict) -> str | No
         text += f", against epoch {base.midpoint:.1f} for clean labels at the same N"
     elif base is not None and base.ok:
         text += ", while the clean curve is past half-way after its first epoch"
-    return text + "."
+    return sr.finding("plateau", text + ".", True, stat, "memorisation-curves")
 
 
 # --- zero training loss -----------------------------------------------------------------------
@@ -234,19 +245,20 @@ def zero_rows(sr: StudyRuns, target: float) -> list[ZeroRow]:
     return rows
 
 
-def zero_loss_sentences(sr: StudyRuns, rows: list[ZeroRow], target: float) -> list[str]:
+def zero_loss_sentences(sr: StudyRuns, rows: list[ZeroRow], target: float) -> list[Finding]:
     chance = sr.frames.chance
     clean = {row.n: row for row in rows if row.group == (CLEAN, 0.0)}
     texts = []
     if clean:
         row = clean[max(clean)]
         when = f"in {epochs_text(row.epochs.mean)} epochs" if row.reached else "never"
-        texts.append(
+        text = (
             f"Trained until {target * 100:g} % of its training labels are fitted, the network "
             f"with clean labels at {sr.n_text(row.n)} gets there {when} "
             f"({_runs_text(row.reached, row.runs)}), with a final training loss of "
             f"{row.loss.mean:.2g} nats, and scores {acc(row.test.mean)} on the clean test set."
         )
+        texts.append(sr.finding("zero-clean", text, ref="zero-loss-gap"))
     memorised = []
     for group in sr.random_labels():
         shared = [row for row in rows if row.group == group and row.n in clean]
@@ -255,7 +267,7 @@ def zero_loss_sentences(sr: StudyRuns, rows: list[ZeroRow], target: float) -> li
         fitted_all = [row for row in shared if row.reached == row.runs]
         row = (fitted_all or shared)[-1]  # the largest N, preferring one where all runs fitted
         base = clean[row.n]
-        texts.append(
+        text = (
             f"With {sr.label(group)} and N = {row.n:,}, the same network reaches "
             f"{acc(row.train.mean)} training accuracy ({_runs_text(row.reached, row.runs)} hit "
             "the target"
@@ -264,14 +276,17 @@ def zero_loss_sentences(sr: StudyRuns, rows: list[ZeroRow], target: float) -> li
             f"set, {pts(abs(row.test.mean - chance))} from chance; clean labels at that N score "
             f"{acc(base.test.mean)}."
         )
+        texts.append(sr.finding(f"zero-{group[0]}", text, ref="zero-loss-gap"))
         fitted = min(row.train.mean, base.train.mean) >= FITTED
         apart = paired(sr.by_seed((CLEAN, 0.0), row.n), sr.by_seed(group, row.n), sr.n_test).clear
         at_chance = abs(row.test.mean - chance) <= NEAR_CHANCE < base.test.mean - chance
         gaps = (base.train.mean - base.test.mean, row.train.mean - row.test.mean)
         memorised.append((group, row.n, gaps, fitted and apart and at_chance))
     if memorised:
-        texts.append(gap_sentence(memorised))
-    return texts
+        holds = all(ok for *_, ok in memorised)
+        stat = "fitted (training accuracy), at chance and apart from clean (paired over seeds)"
+        texts.append(sr.finding("zero-gap", gap_sentence(memorised), holds, stat, "zero-loss-gap"))
+    return [t for t in texts if t is not None]
 
 
 def gap_sentence(memorised: list[tuple[Group, int, tuple[float, float], bool]]) -> str:
