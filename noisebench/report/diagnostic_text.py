@@ -17,23 +17,10 @@ from .finding import Finding
 from .frames import Frames, SetupInfo
 from .measured import Measured, counts_copies, level_text, middle, unperturbed, x_share
 from .stats import Paired, paired
-from .words import acc, has_ci, pts
+from .words import acc, has_ci, listing, pct, pts, signed
 
 
 # --- wording -------------------------------------------------------------------------------
-def pct(e: Estimate) -> str:
-    """'71.2 ± 3.1 %' (no ± with one seed)."""
-    if not math.isfinite(e.half):
-        return acc(e.mean)
-    return f"{e.mean * 100:.1f} ± {e.half * 100:.1f} %"
-
-
-def signed(e: Estimate | Paired) -> str:
-    """'+12.3 ± 1.0 points'."""
-    half = f" ± {e.half * 100:.1f}" if math.isfinite(e.half) else ""
-    return f"{e.mean * 100:+.1f}{half} points"
-
-
 def versus(d: Paired) -> str:
     """What a paired difference a − b tells, for brackets after the two values."""
     if d.n >= 2:
@@ -64,11 +51,6 @@ def sign_of(e: Estimate) -> int:
     if not math.isfinite(e.half):
         return 0
     return 1 if e.low > 0 else -1 if e.high < 0 else 0
-
-
-def listing(items: list[str], most: int = 5) -> str:
-    shown = items[:most] + ([f"{len(items) - most} more"] if len(items) > most else [])
-    return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
 
 
 def _finite(e: Estimate) -> bool:
@@ -200,11 +182,11 @@ def crossings_sentence(m: Measured, setup: SetupInfo, levels: list[float], cross
         return (
             f"At none of {_levels(setup, never)} does the noisy label overtake the true one "
             f"within {epochs} epochs under {setup.name}; by the last epoch it wins for "
-            f"{listing([pct(ends[lv][1]) for lv in never])} of the corrupted examples"
+            f"{listing([pct(ends[lv][1]) for lv in never], 5)} of the corrupted examples"
             + (" respectively." if len(never) > 1 else ".")
         )
     text = f"Under {setup.name} the noisy label overtakes the true one " + listing(
-        [f"at epoch {crossings[(setup.name, lv)]} at {level_text(setup, lv)}" for lv in crossed]
+        [f"at epoch {crossings[(setup.name, lv)]} at {level_text(setup, lv)}" for lv in crossed], 5
     )
     if never:
         epochs = max(ends[lv][0] for lv in never)
@@ -239,8 +221,8 @@ def others_sentence(
 
 def _levels(setup: SetupInfo, levels: list[float]) -> str:
     if counts_copies(setup.noise):
-        return listing([level_text(setup, lv) for lv in levels])
-    return "X = " + listing([f"{lv * 100:.0f}" for lv in levels]) + " %"
+        return listing([level_text(setup, lv) for lv in levels], 5)
+    return "X = " + listing([f"{lv * 100:.0f}" for lv in levels], 5) + " %"
 
 
 # --- calibration ----------------------------------------------------------------------------
@@ -476,4 +458,4 @@ def ties(rows: list[tuple[SetupInfo, pd.Series]], n_test: int | None) -> str:
         return f"; each clearly differs from the next ({how})"
     if len(tied) > 3:
         return f"; {len(tied)} of the {len(rows) - 1} neighbouring pairs are not distinguishable"
-    return f"; neighbours not distinguishable: {listing(tied)}"
+    return f"; neighbours not distinguishable: {listing(tied, 5)}"

@@ -22,11 +22,9 @@ from .diagnostic_text import (
     crossings_sentence,
     final_gap,
     issues_sentences,
-    listing,
     noisy_fit_finding,
     others_sentence,
     overtakes,
-    pct,
     random_labels,
     robustness_sentences,
     ties,
@@ -37,7 +35,7 @@ from .frames import Frames, SetupInfo
 from .measured import Measured, counts_copies, level_text, middle, spread
 from .sections import Section, SectionBuilder, from_findings, save_figure
 from .stats import paired
-from .words import acc, verb
+from .words import acc, listing, pct, verb
 
 
 def _label_setups(fr: Frames, m: Measured, name: str) -> list[SetupInfo]:
@@ -271,7 +269,7 @@ def ranking_section(fr: Frames, folder: Path) -> Section | None:
             for s in others
             for lv in fr.levels(s.name)[-1:]
         ]
-        text = f"Left out because their level counts noisy copies: {listing(parts)}."
+        text = f"Left out because their level counts noisy copies: {listing(parts, 5)}."
         findings.append(checked(fr, "ranking-left-out", text, [], "setup-ranking"))
     figure = save_figure(
         figs.ranking(base, rows, lvl, fr.chance),

@@ -22,6 +22,19 @@ def acc(value: float) -> str:
     return f"{value * 100:.1f} %"
 
 
+def pct(e: Estimate) -> str:
+    """'71.2 ± 3.1 %' (no ± with one seed)."""
+    if not math.isfinite(e.half):
+        return acc(e.mean)
+    return f"{e.mean * 100:.1f} ± {e.half * 100:.1f} %"
+
+
+def signed(e) -> str:
+    """'+12.3 ± 1.0 points' of an Estimate or a paired difference (no ± with one seed)."""
+    half = f" ± {e.half * 100:.1f}" if math.isfinite(e.half) else ""
+    return f"{e.mean * 100:+.1f}{half} points"
+
+
 def pts(value: float) -> str:
     """A difference of two percentages, in percentage points."""
     return f"{value * 100:.1f} points"
@@ -85,7 +98,10 @@ def runs_of(levels: list[float], members: list[float]) -> str:
     return f"X = {', '.join(parts[:-1])} and {parts[-1]} %"
 
 
-def listing(items: list[str]) -> str:
+def listing(items: list[str], most: int | None = None) -> str:
+    """'a, b and c'; beyond `most` items, the rest as 'N more'."""
+    if most is not None and len(items) > most:
+        items = items[:most] + [f"{len(items) - most} more"]
     if len(items) <= 1:
         return "".join(items)
     return ", ".join(items[:-1]) + " and " + items[-1]
