@@ -17,7 +17,7 @@ import pandas as pd
 from ..noise import counts_copies
 from .finding import Finding, ordered
 from .frames import Frames
-from .methods_section import BASELINE, methods_section
+from .methods_section import BASELINE, clear_of_ce, ranked_tables
 from .stats import Paired, binomial_half, mean_half, paired
 from .words import acc, count, listing, nats, noise_words, pm, pts, runs_of, verb, x
 
@@ -257,15 +257,13 @@ def methods(fr: Frames) -> list[Finding]:
     and the methods that end clearly above it, by the methods section's paired check."""
     if fr.runs.method.nunique() < 2:
         return []
-    built = methods_section(fr.runs, fr.values)
     out = []
-    for i, ((setup, lv), table) in enumerate(list(built.tables.items())[:4]):
+    for i, ((setup, lv), table) in enumerate(list(ranked_tables(fr.runs, fr.values).items())[:4]):
         ce = table[table.method == BASELINE]
         if ce.empty:
             continue
         where = f"Under {setup} at X = {x(lv)}, plain ce ends at {acc(float(ce.last_acc.iloc[0]))}"
-        up = [r for r in table.itertuples() if r.method != BASELINE and r.last_vs_ce.excludes_zero
-              and r.last_vs_ce.mean > 0]  # fmt: skip
+        up, _ = clear_of_ce(table)
         if table.seeds.max() < 2:
             text = f"{where}; with one seed no method is claimed above or below it."
         elif up:

@@ -189,13 +189,18 @@ def _figure(curves: pd.DataFrame, table: pd.DataFrame, title: str, clean: float)
     return fig
 
 
+def clear_of_ce(ranked: pd.DataFrame) -> tuple[list, list]:
+    """The methods of a ranked table that end above and below ce beyond seed noise (the
+    paired 95 % t-interval of the last-epoch difference excludes zero), best first."""
+    clear = [r for r in ranked.itertuples() if r.method != BASELINE and r.last_vs_ce.excludes_zero]
+    return [r for r in clear if r.last_vs_ce.mean > 0], [r for r in clear if r.last_vs_ce.mean < 0]
+
+
 def _headline(setup: str, level: float, ranked: pd.DataFrame) -> str:
     """One checked sentence per setting: which methods end above (below) ce beyond seed
     noise, and the largest mean gain among those above."""
     where = f"Under {setup} at X = {100 * level:g} %"
-    better = [r for r in ranked.itertuples() if r.method != BASELINE and r.last_vs_ce.excludes_zero]
-    up = [r for r in better if r.last_vs_ce.mean > 0]
-    down = [r for r in better if r.last_vs_ce.mean < 0]
+    up, down = clear_of_ce(ranked)
     n = int(ranked.seeds.max())
     if n < 2:
         return f"{where}, one seed: no difference against plain ce is claimed."
@@ -214,17 +219,34 @@ def _headline(setup: str, level: float, ranked: pd.DataFrame) -> str:
     return text + "."
 
 
-def methods_section(runs: pd.DataFrame, metrics: pd.DataFrame) -> MethodsSection:
-    """Tables, figures and headlines of the methods section (see the module docstring)."""
+def _settings(runs: pd.DataFrame, metrics: pd.DataFrame):
+    """(test accuracy per epoch, clean ce's mean, [(setup, level, per-run table, ranked
+    table)] per noise setting)."""
     per_run, curves = _per_run(runs, metrics)
     clean_ce = per_run[(per_run.setup == CLEAN) & (per_run.method == BASELINE)]
     clean = float(clean_ce["last"].mean()) if len(clean_ce) else math.nan
-    section = MethodsSection({}, {})
+    settings = []
     for (setup, level), table in per_run.groupby(["setup", "level"], sort=True):
         if setup == CLEAN:
             continue
         table = table.assign(best=_at_mean_peak(table, curves))
         ranked = _setting_table(table, clean_ce.set_index("seed")["last"])
+        settings.append((setup, level, table, ranked))
+    return curves, clean, settings
+
+
+def ranked_tables(
+    runs: pd.DataFrame, metrics: pd.DataFrame
+) -> dict[tuple[str, float], pd.DataFrame]:
+    """Per noise setting, the methods ranked (no figures drawn)."""
+    return {(setup, level): ranked for setup, level, _, ranked in _settings(runs, metrics)[2]}
+
+
+def methods_section(runs: pd.DataFrame, metrics: pd.DataFrame) -> MethodsSection:
+    """Tables, figures and headlines of the methods section (see the module docstring)."""
+    curves, clean, settings = _settings(runs, metrics)
+    section = MethodsSection({}, {})
+    for setup, level, table, ranked in settings:
         name = f"{setup} at {100 * level:g} %"
         section.tables[(setup, level)] = ranked
         section.figures[(setup, level)] = _figure(curves, table, name, clean)
@@ -280,7 +302,7 @@ def section(frames: Frames, folder: Path) -> Section | None:
         Finding(
             f"methods-{setup}-{level}",
             text,
-            any(iv.excludes_zero for iv in table.last_vs_ce),  # a method differs from ce
+            any(clear_of_ce(table)),  # a method ends clearly above or below ce
             "paired difference against ce over seeds, 95 % t-interval",
             frames.scope,
             "methods",
