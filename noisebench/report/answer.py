@@ -50,13 +50,8 @@ def peak(fr: Frames, setup: str, level: float) -> Peak | None:
     mean = table.mean(axis=0)
     best = int(mean.idxmax())
     last = int(mean.index[-1])
-    fall = paired(table[best], table[last], _n_test(fr))
+    fall = paired(table[best], table[last], fr.n_test)
     return Peak(best, float(mean[best]), last, float(mean[last]), fall)
-
-
-def _n_test(fr: Frames) -> int | None:
-    n = fr.meta.get("test_size")
-    return int(n) if n else None
 
 
 def _mean(series: pd.Series) -> float:
@@ -166,7 +161,7 @@ def _differs(d: Paired, worse: str, better: str, where: str) -> tuple[bool, str]
 
 def compare_last(fr: Frames, a: str, b: str, lv: float) -> list[Finding]:
     va, vb = fr.last(a, lv, "test_acc"), fr.last(b, lv, "test_acc")
-    d = paired(va, vb, _n_test(fr))
+    d = paired(va, vb, fr.n_test)
     values = (
         f"At X = {x(lv)}, the last epoch's test accuracy is {acc(_mean(va))} under {a} "
         f"and {acc(_mean(vb))} under {b}."
@@ -186,7 +181,7 @@ def compare_levels(fr: Frames, a: str, b: str) -> Finding | None:
     if len(shared) < 2:
         return None
     signs = {
-        lv: paired(fr.last(a, lv, "test_acc"), fr.last(b, lv, "test_acc"), _n_test(fr))
+        lv: paired(fr.last(a, lv, "test_acc"), fr.last(b, lv, "test_acc"), fr.n_test)
         for lv in shared
     }
     a_worse = [lv for lv in shared if signs[lv].sign < 0]
@@ -221,7 +216,7 @@ def ranking(fr: Frames, setups: list[str]) -> Finding | None:
     finals = {s: fr.last(s, lv, "test_acc") for s in shares}
     order = sorted(shares, key=lambda s: _mean(finals[s]))
     worst, best = order[0], order[-1]
-    n_test = _n_test(fr)
+    n_test = fr.n_test
 
     def apart(a: str, b: str) -> bool:
         return paired(finals[a], finals[b], n_test).clear
@@ -338,7 +333,7 @@ def compare_best(fr: Frames, a: str, b: str, lv: float) -> Finding | None:
         return None
     va = fr.at_epoch(a, lv, "test_acc", pa.epoch)
     vb = fr.at_epoch(b, lv, "test_acc", pb.epoch)
-    d = paired(va, vb, _n_test(fr))
+    d = paired(va, vb, fr.n_test)
     values = (
         f"{acc(pa.value)} under {a} (epoch {pa.epoch}) against {acc(pb.value)} under {b} "
         f"(epoch {pb.epoch})"
@@ -359,7 +354,7 @@ def above_clean(fr: Frames, setup: str, lv: float) -> Finding | None:
     noisy, clean = fr.last(setup, lv, "test_acc"), fr.last(setup, 0.0, "test_acc")
     if noisy.empty or clean.empty:
         return None
-    d = paired(noisy, clean, _n_test(fr))
+    d = paired(noisy, clean, fr.n_test)
     if not (d.clear and d.mean > 0):
         return None
     text = (
@@ -430,7 +425,7 @@ def compare_over_epochs(fr: Frames, a: str, b: str, lv: float) -> Finding | None
     epochs = [int(e) for e in ta.columns if e in tb.columns]
     if len(epochs) < 2:
         return None
-    n_test = _n_test(fr)
+    n_test = fr.n_test
     sign = {e: paired(ta[e], tb[e], n_test).sign for e in epochs}
     last = epochs[-1]
     a_worse = _sustained([e for e in epochs if sign[e] < 0], last)
@@ -558,7 +553,7 @@ def no_information(fr: Frames) -> list[Finding]:
         None,
         59,
     )
-    n_test = _n_test(fr)
+    n_test = fr.n_test
     parts, sides = [], []
     for s in setups:
         values = fr.last(s.name, 1.0, "test_acc")
@@ -597,7 +592,7 @@ def no_information(fr: Frames) -> list[Finding]:
 
 
 def intervals(fr: Frames) -> Finding:
-    n_test = _n_test(fr)
+    n_test = fr.n_test
     error = binomial_half(0.9, n_test)
     images = f"{n_test:,}" if n_test else "the"
     if len(fr.seeds) >= 2:

@@ -57,15 +57,24 @@ class LabelMatrix:
 @dataclass
 class ReportData:
     directory: Path
-    meta: dict[str, Any]
-    study: Study
-    setups: list[SetupInfo]
     stats: dict[tuple[str, float], LevelStats]
     frames: Frames  # the store's one reading: what was studied and measured is asked of it
     label_matrices: dict[str, dict[float, LabelMatrix]] = field(default_factory=dict)
     examples: dict[str, np.ndarray] = field(default_factory=dict)
     pack_walls: list[float] = field(default_factory=list)
     epoch_wall_s: float = 0.0
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.frames.meta
+
+    @property
+    def study(self) -> Study:
+        return self.frames.study
+
+    @property
+    def setups(self) -> list[SetupInfo]:
+        return self.frames.infos
 
     @property
     def num_classes(self) -> int:
@@ -205,9 +214,6 @@ def load(store: Store, directory: Path | None = None) -> ReportData:
     frames = read(store)
     data = ReportData(
         directory=Path(directory) if directory is not None else store.path.parent,
-        meta=frames.meta,
-        study=frames.study,
-        setups=frames.infos,
         stats={key: level_stats(_slot(runs)) for key, runs in frames.shown_series().items()},
         frames=frames,
         pack_walls=_pack_walls(frames.runs),

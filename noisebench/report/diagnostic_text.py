@@ -318,7 +318,7 @@ def calibration_sentences(fr: Frames, m: Measured, setups: list[SetupInfo]) -> l
 def attacked_count(fr: Frames, m: Measured) -> int | None:
     """How many test images the robustness analysis attacked (None: unknown)."""
     wanted = fr.study.analysis.robustness_examples
-    test = int(fr.meta.get("test_size") or 0) or None
+    test = fr.n_test
     # stores from before robustness_examples (no attacked_acc) attacked the whole test set
     if wanted == "all" or test is None or "attacked_acc" not in m.names:
         return test

@@ -129,7 +129,7 @@ def calibration_section(fr: Frames, folder: Path) -> Section | None:
 
 # --- robustness ----------------------------------------------------------------------------
 def _attacked_text(fr: Frames, m: Measured) -> str:
-    n, test = attacked_count(fr, m), int(fr.meta.get("test_size") or 0)
+    n, test = attacked_count(fr, m), fr.n_test or 0
     if n is None or n >= test:
         return "the whole test set"
     return f"a fixed random {n:,} of the {test:,}"
@@ -240,7 +240,7 @@ def ranking_section(fr: Frames, folder: Path) -> Section | None:
         return None
     rows.sort(key=lambda r: r[1].mean)
     (worst, e_w), (best, e_b) = rows[0], rows[-1]
-    n_test = int(fr.meta.get("test_size") or 0) or None
+    n_test = fr.n_test
     seeded = [(s, fr.last(s.name, top, "test_acc")) for s, _ in rows]
     lvl = level_text(worst, top)
     d_ends = paired(seeded[0][1], seeded[-1][1], n_test)

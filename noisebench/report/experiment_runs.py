@@ -110,7 +110,6 @@ class StudyRuns:
     def __init__(self, frames: Frames) -> None:
         self.frames = frames
         self.cap = frames.study.train.epochs  # the study's training length
-        self.n_test = int(frames.meta.get("test_size") or 0) or None
         # plain-ce runs only, as in the main views: other training methods have their section
         kept = frames.runs[frames.runs.status.isin(FINISHED) & (frames.runs.method == "ce")]
         series = frames.by_run()

@@ -13,6 +13,7 @@ section, methods_section.py). Findings, tables and figures read these frames and
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -70,7 +71,7 @@ class Frames:
     def setups(self) -> list[str]:
         return [s.name for s in self.study.setups]
 
-    @property
+    @functools.cached_property
     def infos(self) -> list[SetupInfo]:
         """The study's setups with their kind of noise and colour index, in study order."""
         return [
@@ -107,6 +108,11 @@ class Frames:
     @property
     def seeds(self) -> list[int]:
         return sorted(int(s) for s in self.shown.seed.unique())
+
+    @property
+    def n_test(self) -> int | None:
+        """How many test images every test accuracy is measured on (None: not recorded)."""
+        return int(self.meta.get("test_size") or 0) or None
 
     @property
     def scope(self) -> str:

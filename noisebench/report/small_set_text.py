@@ -278,7 +278,8 @@ def zero_loss_sentences(sr: StudyRuns, rows: list[ZeroRow], target: float) -> li
         )
         texts.append(sr.finding(f"zero-{group[0]}", text, ref="zero-loss-gap"))
         fitted = min(row.train.mean, base.train.mean) >= FITTED
-        apart = paired(sr.by_seed((CLEAN, 0.0), row.n), sr.by_seed(group, row.n), sr.n_test).clear
+        clean_acc, noisy_acc = sr.by_seed((CLEAN, 0.0), row.n), sr.by_seed(group, row.n)
+        apart = paired(clean_acc, noisy_acc, sr.frames.n_test).clear
         at_chance = abs(row.test.mean - chance) <= NEAR_CHANCE < base.test.mean - chance
         gaps = (base.train.mean - base.test.mean, row.train.mean - row.test.mean)
         memorised.append((group, row.n, gaps, fitted and apart and at_chance))
